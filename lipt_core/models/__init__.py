@@ -1,0 +1,1 @@
+"""The LIPT network: configuration and presets, HRM convolutions, NVSM-SA attention."""
