@@ -12,7 +12,6 @@ import os
 import pickle
 import re
 import tempfile
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -66,9 +65,11 @@ def read_tensors(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, str
                 "them (convert it with the code that made it, or save only its state dict)"
             ) from None
         raise CheckpointError(f"{path}: not a checkpoint (unreadable pickle)") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
-        raise CheckpointError(f"{path}: not a checkpoint ({first_line})") from None
+    except Exception as error:  # torch.load fails on garbage in many ways (KeyError, EOFError...)
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        detail = detail if len(detail) < 120 and not isinstance(error, KeyError) else ""
+        reason = f" ({detail})" if detail else ""
+        raise CheckpointError(f"{path}: not a checkpoint{reason}") from None
     if not isinstance(contents, Mapping):
         raise CheckpointError(f"{path}: not a checkpoint (holds a {type(contents).__name__})")
     return dict(contents), {}
