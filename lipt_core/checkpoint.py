@@ -109,9 +109,7 @@ def _preview(keys: Any, limit: int = 6) -> str:
 # ---------------------------------------------------------------------------------------------
 # Published layout -> ours
 
-_HRM = re.compile(
-    r"body\.(\d+)\.modules_hrm_([acb])\.lcs_\2_(\d+)\.conv([01])\.(.+)$"
-)
+_HRM = re.compile(r"body\.(\d+)\.modules_hrm_([acb])\.lcs_\2_(\d+)\.conv([01])\.(.+)$")
 _ATTN = re.compile(r"body\.(\d+)\.modules_nvsm_sa\.smmsa_(\d+)\.(.+)$")
 _BN_FIELDS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 _BRANCHES = {
@@ -126,7 +124,11 @@ _BRANCHES = {
     **{f"dbb_avg.avgbn.{f}": f"branch_avg.pool_bn.{f}" for f in _BN_FIELDS},
     **{f"dbb_1x1_kxk.bn1.bn.{f}": f"branch_1x1_3x3.bn1.{f}" for f in _BN_FIELDS},
     **{f"dbb_1x1_kxk.bn2.{f}": f"branch_1x1_3x3.bn2.{f}" for f in _BN_FIELDS},
-    **{f"dbb_sobel{a}.{p}": f"branch_sobel_{a}.{p}" for a in "xy" for p in ("k0", "b0", "scale", "bias")},
+    **{
+        f"dbb_sobel{a}.{p}": f"branch_sobel_{a}.{p}"
+        for a in "xy"
+        for p in ("k0", "b0", "scale", "bias")
+    },
     "dbb_reparam.weight": "weight",
     "dbb_reparam.bias": "bias",
 }
@@ -207,7 +209,10 @@ def _check_constants(state: Mapping[str, Tensor], source: str) -> float:
 
 
 def infer_published_config(
-    state: Mapping[str, Tensor], *, window_size: int = DEFAULT_WINDOW_SIZE, source: str = "checkpoint"
+    state: Mapping[str, Tensor],
+    *,
+    window_size: int = DEFAULT_WINDOW_SIZE,
+    source: str = "checkpoint",
 ) -> LIPTConfig:
     """Every hyperparameter the tensors of a published-layout state dict reveal."""
     for key in ("head.0.weight", "tail.0.weight"):
@@ -236,7 +241,11 @@ def infer_published_config(
             )
     prefix = "body.0.modules_hrm_a.lcs_a_0.conv0."
     hidden_key = next(
-        (prefix + k for k in ("dbb_origin.conv.weight", "dbb_reparam.weight") if prefix + k in state),
+        (
+            prefix + k
+            for k in ("dbb_origin.conv.weight", "dbb_reparam.weight")
+            if prefix + k in state
+        ),
         None,
     )
     if hidden_key is None:

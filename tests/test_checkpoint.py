@@ -1,11 +1,8 @@
-import json
 import re
-from pathlib import Path
 
 import pytest
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from lipt_core import (
     CheckpointError,
@@ -17,17 +14,9 @@ from lipt_core import (
 )
 from lipt_core.models.hrm import RepConv3x3
 
-from conftest import SHARED, randomize_batchnorm, relative_error
+from helpers import SHARED, randomize_batchnorm, read_reference, relative_error
 
 REFERENCE_FILES = sorted((SHARED / "reference").glob("lipt_*.safetensors"))
-
-
-def read_reference(path: Path):
-    tensors = load_file(str(path))
-    with safe_open(str(path), framework="pt") as handle:
-        config = json.loads(handle.metadata()["config"])
-    state = {k[len("sd.") :]: v for k, v in tensors.items() if k.startswith("sd.")}
-    return state, tensors["input"], tensors["output"], config
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +50,9 @@ def test_window_is_not_guessed_from_shapes(shared_dir):
         assert relative_error(load_published(state, window_size=16)(x), expected) < 1e-4
 
 
-@pytest.mark.parametrize("wrapper", [None, "model_state_dict", "params", "params_ema", "state_dict"])
+@pytest.mark.parametrize(
+    "wrapper", [None, "model_state_dict", "params", "params_ema", "state_dict"]
+)
 @pytest.mark.parametrize("prefix", ["", "module."])
 def test_wrapped_checkpoint_files_load(tiny_reference, tmp_path, wrapper, prefix):
     state, x, expected, _ = tiny_reference

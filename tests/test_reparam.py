@@ -5,7 +5,7 @@ from torch import nn
 from lipt_core import create_model, reparameterize
 from lipt_core.models.hrm import Fusable, RepConv3x3
 
-from conftest import randomize_batchnorm, relative_error
+from helpers import randomize_batchnorm, relative_error
 
 
 @pytest.mark.parametrize("colors", [1, 3])

@@ -1,4 +1,4 @@
-"""NVSM-SA, non-volatile sparse masking self-attention: the kernel and the module holding its weights.
+"""NVSM-SA (non-volatile sparse masking self-attention): the kernel, and the module of its weights.
 
 The published code moves pixels around with `torch.roll`, circular padding, unfolding 2w x 2w
 windows and boolean masks, then several reshapes. Every one of those steps is a fixed permutation
@@ -57,6 +57,11 @@ def compute_window_indices(
     """
     w = window_size
     shift = w // 2 if shifted else 0
+
+    def wrap(positions: Tensor, size: int) -> Tensor:
+        # positions mod size; a tensor divisor keeps this exportable with a symbolic size.
+        return positions.remainder(torch.full((), size, dtype=positions.dtype, device=device))
+
     rows = torch.arange(height, device=device)
     cols = torch.arange(width, device=device)
 
@@ -66,13 +71,13 @@ def compute_window_indices(
 
     grid_rows, grid_cols = token_grid(height), token_grid(width)
     offsets = torch.tensor(sparse_offsets(w), device=device)
-    sparse_rows = (grid_rows[:, :1] + offsets) % height
-    sparse_cols = (grid_cols[:, :1] + offsets) % width
+    sparse_rows = wrap(grid_rows[:, :1] + offsets, height)
+    sparse_cols = wrap(grid_cols[:, :1] + offsets, width)
 
     def tokens_to_pixels(row_of: Tensor, col_of: Tensor) -> Tensor:
         # row_of: (nh, w), col_of: (nw, w) positions in the rolled frame -> pixel index, (L,)
-        r = (row_of + shift) % height
-        c = (col_of + shift) % width
+        r = wrap(row_of + shift, height)
+        c = wrap(col_of + shift, width)
         pix = r[:, None, :, None] * width + c[None, :, None, :]  # (nh, nw, w, w)
         return pix.reshape(-1)
 
@@ -82,8 +87,8 @@ def compute_window_indices(
     gather_v = torch.cat([dense * 2, dense * 2 + 1])
 
     # Where pixel (y, x) reads its output: rolled-frame position ((y - s) % H, (x - s) % W).
-    frame_rows = (rows - shift) % height
-    frame_cols = (cols - shift) % width
+    frame_rows = wrap(rows - shift, height)
+    frame_cols = wrap(cols - shift, width)
     windows_per_row = width // w
     token = (
         ((frame_rows[:, None] // w) * windows_per_row + frame_cols[None, :] // w) * (w * w)
@@ -118,9 +123,7 @@ def nvsm_attention(
         the maps, computed here or passed through, for the block's later stages.
     """
     n, k, h, w = projected.shape
-    gather_qv, gather_v, scatter_out = window_indices(
-        h, w, window_size, shifted, projected.device
-    )
+    gather_qv, gather_v, scatter_out = window_indices(h, w, window_size, shifted, projected.device)
     area = window_size * window_size
     # (N, H, W, K) viewed with the half as its own row: (N, H*W*2, K/2).
     tokens = projected.permute(0, 2, 3, 1).reshape(n, h * w * 2, k // 2)

@@ -116,7 +116,8 @@ def preset_config(name: str, **overrides: Any) -> LIPTConfig:
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise UsageError(
-            f"unknown LIPT hyperparameter(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}"
+            f"unknown LIPT hyperparameter(s) {', '.join(unknown)}; "
+            f"valid: {', '.join(sorted(known))}"
         )
     return base.replace(**overrides)
 

@@ -146,7 +146,9 @@ class OneByOneThreeByThreeBranch(nn.Module):
         # The delta starts at zero, so the branch starts as BN -> 3x3 conv.
         self.delta = nn.Parameter(torch.zeros(in_channels, in_channels, 1, 1))
         self.register_buffer(
-            "identity", torch.eye(in_channels).view(in_channels, in_channels, 1, 1), persistent=False
+            "identity",
+            torch.eye(in_channels).view(in_channels, in_channels, 1, 1),
+            persistent=False,
         )
         self.bn1 = nn.BatchNorm2d(in_channels)
         self.conv = nn.Conv2d(in_channels, out_channels, 3, bias=False)

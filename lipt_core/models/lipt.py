@@ -18,7 +18,8 @@ def reflect_indices(size: int, padded: int, device: torch.device) -> Tensor:
     """
     positions = torch.arange(padded, device=device)
     period = max(2 * (size - 1), 1)
-    folded = positions % period
+    # A tensor divisor keeps this exportable with a symbolic size.
+    folded = positions.remainder(torch.full((), period, dtype=positions.dtype, device=device))
     return torch.where(folded < size, folded, period - folded)
 
 

@@ -34,7 +34,7 @@ def _resample(x, w):
 
 
 def _naive(projected, w, shifted, maps=None):
-    n, k, h, wd = projected.shape
+    n, _, h, wd = projected.shape
     s = w // 2 if shifted else 0
     halves = projected.chunk(2, dim=1)
     outs, new_maps = [], []

@@ -1,3 +1,5 @@
+import itertools
+
 import pytest
 import torch
 
@@ -37,7 +39,20 @@ def test_reflect_padding_matches_torch_where_defined_and_extends_beyond():
     ours = pad_to_multiple(x.expand(1, 1, 5, 5), 8)
     reference = torch.nn.functional.pad(x.expand(1, 1, 5, 5), (0, 3, 0, 3), mode="reflect")
     torch.testing.assert_close(ours, reference)
-    assert reflect_indices(3, 12, torch.device("cpu")).tolist() == [0, 1, 2, 1, 0, 1, 2, 1, 0, 1, 2, 1]
+    assert reflect_indices(3, 12, torch.device("cpu")).tolist() == [
+        0,
+        1,
+        2,
+        1,
+        0,
+        1,
+        2,
+        1,
+        0,
+        1,
+        2,
+        1,
+    ]
     assert reflect_indices(1, 4, torch.device("cpu")).tolist() == [0, 0, 0, 0]
 
 
@@ -55,6 +70,6 @@ def test_training_form_trains():
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.95 * losses[0], losses
-    assert all(b < a for a, b in zip(losses, losses[1:], strict=False)), losses
+    assert all(b < a for a, b in itertools.pairwise(losses)), losses
     for name, parameter in model.named_parameters():
         assert parameter.grad is not None, f"{name} received no gradient"

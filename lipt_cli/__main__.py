@@ -1,0 +1,3 @@
+from lipt_cli.app import main
+
+main()
