@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lipt_core.models.hrm import ConvBN
@@ -104,46 +105,54 @@ _cached_window_indices = functools.lru_cache(maxsize=32)(compute_window_indices)
 
 
 def nvsm_attention(
-    projected: Tensor, *, window_size: int, shifted: bool, maps: Tensor | None = None
+    projected: Tensor, *, window_size: int, shifted: bool, queries: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
     """Windowed self-attention of LIPT's two halves, dense and sparse.
 
+    Within each w x w window, out = softmax(q q^T) v: the query is also the key and, as
+    published, there is no 1/sqrt(d) scaling. A block's first stage computes the attention maps
+    from its own q; later stages apply the same maps to their own v. The maps are never stored:
+    the first stage returns its q, and later stages recompute softmax(q q^T) inside one fused
+    attention kernel. That is exactly the published computation, costs about what reading stored
+    maps costs, and keeps memory linear in the image (stored maps would take w^2 floats per
+    pixel: 2 GB for a 2000 x 2000 input at w = 8).
+
     Args:
         projected: (N, K, H, W), the output of project_inp; H and W multiples of `window_size`.
-            Without `maps`, K = 2C: half 0 then half 1, each C channels of q (first C/2) then v.
-            With `maps`, K = C: half 0 then half 1, each C/2 channels of v.
+            Without `queries`, K = 2C: half 0 then half 1, each C channels of q (first C/2) then
+            v. With `queries`, K = C: half 0 then half 1, each C/2 channels of v.
         window_size: w; attention runs inside non-overlapping w x w windows.
         shifted: roll by -w/2 before and +w/2 after (odd blocks).
-        maps: attention maps from the block's first stage, (N * 2 * H*W / w^2, w^2, w^2), batch
-            ordered (image, half, window); None to compute them (q is also the key, and, as
-            published, there is no 1/sqrt(d) scaling).
+        queries: the q of the block's first stage, as returned by it; None to use this stage's.
 
     Returns:
         (N, C, H, W), the attended values, channels-last in memory (before project_out); and
-        the maps, computed here or passed through, for the block's later stages.
+        the queries, (N * 2, H*W / w^2, w^2, C/2) ordered (image, half, window, token), for the
+        block's later stages.
     """
     n, k, h, w = projected.shape
-    gather_qv, gather_v, scatter_out = window_indices(h, w, window_size, shifted, projected.device)
+    gather_qv, gather_v, scatter_out = window_indices(
+        h, w, window_size, shifted, projected.device
+    )
     area = window_size * window_size
     # (N, H, W, K) viewed with the half as its own row: (N, H*W*2, K/2).
     tokens = projected.permute(0, 2, 3, 1).reshape(n, h * w * 2, k // 2)
-    if maps is None:
-        qv = tokens.index_select(1, gather_qv).view(-1, area, k // 2)
-        q, v = qv.chunk(2, dim=-1)
-        maps = torch.softmax(torch.bmm(q, q.transpose(1, 2)), dim=-1)
+    if queries is None:
+        qv = tokens.index_select(1, gather_qv).view(n * 2, -1, area, k // 2)
+        queries, v = qv.chunk(2, dim=-1)
     else:
-        v = tokens.index_select(1, gather_v).view(-1, area, k // 2)
-    out = torch.bmm(maps, v)  # (N*2*nW, w^2, c)
+        v = tokens.index_select(1, gather_v).view(n * 2, -1, area, k // 2)
+    out = F.scaled_dot_product_attention(queries, queries, v, scale=1.0)
     c = out.shape[-1]
-    out = out.view(n, -1, c).index_select(1, scatter_out)  # (N, H*W*2, c)
-    return out.view(n, h, w, 2 * c).permute(0, 3, 1, 2), maps
+    out = out.reshape(n, -1, c).index_select(1, scatter_out)  # (N, H*W*2, c)
+    return out.view(n, h, w, 2 * c).permute(0, 3, 1, 2), queries
 
 
 class NVSMSA(nn.Module):
     """The weights of one NVSM-SA: project_inp (conv + BatchNorm when training) and project_out.
 
-    The first stage of a block computes attention maps (project_inp: C -> 2C); later stages
-    reuse them (project_inp: C -> C).
+    The first stage of a block computes attention maps (project_inp: C -> 2C, q and v); later
+    stages reuse them (project_inp: C -> C, v only).
     """
 
     def __init__(
@@ -165,14 +174,14 @@ class NVSMSA(nn.Module):
         )
         self.project_out = nn.Conv2d(channels, channels, 1)
 
-    def forward(self, x: Tensor, maps: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        y, maps = nvsm_attention(
+    def forward(self, x: Tensor, queries: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        y, queries = nvsm_attention(
             self.project_inp(x),
             window_size=self.window_size,
             shifted=self.shifted,
-            maps=None if self.computes_maps else maps,
+            queries=None if self.computes_maps else queries,
         )
-        return self.project_out(y), maps
+        return self.project_out(y), queries
 
 
 __all__ = ["NVSMSA", "compute_window_indices", "nvsm_attention", "sparse_offsets", "window_indices"]

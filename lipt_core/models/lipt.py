@@ -56,19 +56,20 @@ class LIPTStage(nn.Module):
         )
         self.hrm_b = HRM(c, r_expand=config.r_expand, inference=inference)
 
-    def forward(self, x: Tensor, maps: Tensor | None) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, queries: Tensor | None) -> tuple[Tensor, Tensor]:
         # In-place adds onto fresh conv outputs: safe for autograd (a convolution's backward does
         # not need its output) and they save an allocation per residual.
         x = self.hrm_a(x).add_(x)
         x = self.hrm_c(x).add_(x)
-        y, maps = self.attn(x, maps)
+        y, queries = self.attn(x, queries)
         x = y.add_(x)
         x = self.hrm_b(x).add_(x)
-        return x, maps
+        return x, queries
 
 
 class LIPTBlock(nn.Module):
-    """1 + n_share stages; the first computes the attention maps, the others reuse them."""
+    """1 + n_share stages; the first computes the attention maps, the others reuse them
+    (through the first stage's queries: see `nvsm_attention`)."""
 
     def __init__(self, config: LIPTConfig, *, shifted: bool, inference: bool) -> None:
         super().__init__()
@@ -78,9 +79,9 @@ class LIPTBlock(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        maps = None
+        queries = None
         for stage in self.stages:
-            x, maps = stage(x, maps)
+            x, queries = stage(x, queries)
         return x
 
 

@@ -31,7 +31,8 @@ def test_batch_items_are_independent():
     with torch.no_grad():
         together = model(x)
         alone = torch.cat([model(x[i : i + 1]) for i in range(3)])
-    torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-3)
+    # Pixel units of 0..255: far below one grey level.
+    torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-2)
 
 
 def test_reflect_padding_matches_torch_where_defined_and_extends_beyond():
