@@ -71,7 +71,13 @@ def _params(callback: Any) -> list[tuple[str, Any, Any]]:
 def _option(name: str, kind: Any, info: OptionInfo | None) -> OptionSpec:
     # In an Annotated declaration Typer takes a leading "--name" positional as `default`.
     candidates = (info.default, *info.param_decls) if info else ()
-    declared = [d for d in candidates if isinstance(d, str) and d.startswith("-")]
+    declared = [
+        name.strip()
+        for d in candidates
+        if isinstance(d, str) and d.startswith("-")
+        for name in d.split("/")  # "--flag/--no-flag" declares two names
+        if name.strip()
+    ]
     is_flag = kind is bool
     if declared:
         names = tuple(declared)
