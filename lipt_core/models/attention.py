@@ -35,7 +35,11 @@ def window_indices(
     """
     if torch.compiler.is_compiling():
         return compute_window_indices(height, width, window_size, shifted, device)
-    return _cached_window_indices(height, width, window_size, shifted, device)
+    # Cached indices must be ordinary tensors: made under inference_mode they would be
+    # "inference tensors", and a later training forward of the same size could not save them
+    # for backward.
+    with torch.inference_mode(False):
+        return _cached_window_indices(height, width, window_size, shifted, device)
 
 
 def compute_window_indices(

@@ -37,6 +37,24 @@ def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
     return x.index_select(-1, reflect_indices(w, w + (-w % multiple), x.device))
 
 
+class TailConv(nn.Conv2d):
+    """The tail's 3x3 convolution, C -> colors * scale^2, which also adds the pixel mean back.
+
+    Adding the mean through the bias (each output colour is scale^2 channels before the pixel
+    shuffle) saves a pass over the largest tensor of the network. Its weights are a plain conv's.
+    """
+
+    def __init__(
+        self, channels: int, colors: int, *, scale: int, offset: tuple[float, ...]
+    ) -> None:
+        super().__init__(channels, colors * scale * scale, 3, padding=1)
+        per_channel = torch.tensor(offset).repeat_interleave(scale * scale)
+        self.register_buffer("offset", per_channel, persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._conv_forward(x, self.weight, self.bias + self.offset)
+
+
 class LIPTStage(nn.Module):
     """One stage: x += HRM_a(x); x += HRM_c(x); x += NVSM-SA(x); x += HRM_b(x)."""
 
@@ -108,7 +126,7 @@ class LIPT(nn.Module):
             LIPTBlock(config, shifted=(i % 2 == 1), inference=inference)
             for i in range(config.num_blocks)
         )
-        self.tail = nn.Conv2d(c, config.colors * config.scale**2, 3, padding=1)
+        self.tail = TailConv(c, config.colors, scale=config.scale, offset=config.pixel_mean)
         self.upsample = nn.PixelShuffle(config.scale) if config.scale > 1 else nn.Identity()
 
     @property
@@ -128,5 +146,5 @@ class LIPT(nn.Module):
         for block in self.body:
             x = block(x)
         out = self.upsample(self.tail(x.add_(features)))
-        out = out[:, :, : h * s, : w * s] + self.pixel_mean
-        return out.contiguous()
+        # Channels-last output: the HWC layout image code wants, without another copy.
+        return out[:, :, : h * s, : w * s]
