@@ -74,20 +74,19 @@ class LIPTStage(nn.Module):
         )
         self.hrm_b = HRM(c, r_expand=config.r_expand, inference=inference)
 
-    def forward(self, x: Tensor, queries: Tensor | None) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, maps: Tensor | None) -> tuple[Tensor, Tensor]:
         # In-place adds onto fresh conv outputs: safe for autograd (a convolution's backward does
         # not need its output) and they save an allocation per residual.
         x = self.hrm_a(x).add_(x)
         x = self.hrm_c(x).add_(x)
-        y, queries = self.attn(x, queries)
+        y, maps = self.attn(x, maps)
         x = y.add_(x)
         x = self.hrm_b(x).add_(x)
-        return x, queries
+        return x, maps
 
 
 class LIPTBlock(nn.Module):
-    """1 + n_share stages; the first computes the attention maps, the others reuse them
-    (through the first stage's queries: see `nvsm_attention`)."""
+    """1 + n_share stages; the first computes the attention maps, the others reuse them."""
 
     def __init__(self, config: LIPTConfig, *, shifted: bool, inference: bool) -> None:
         super().__init__()
@@ -97,9 +96,9 @@ class LIPTBlock(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        queries = None
+        maps = None
         for stage in self.stages:
-            x, queries = stage(x, queries)
+            x, maps = stage(x, maps)
         return x
 
 

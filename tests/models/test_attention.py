@@ -60,12 +60,12 @@ def test_gather_indices_equal_the_published_data_movement(h, wd, w, shifted):
     torch.manual_seed(0)
     n, c = 2, 6
     projected = torch.randn(n, 2 * c, h, wd) * 0.5
-    ours, queries = nvsm_attention(projected, window_size=w, shifted=shifted)
+    ours, maps = nvsm_attention(projected, window_size=w, shifted=shifted)
     expected, expected_maps = _naive(projected, w, shifted)
     torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-5)
 
     # A later stage reuses the maps on v that is not resampled.
     values = torch.randn(n, c, h, wd)
-    reused, _ = nvsm_attention(values, window_size=w, shifted=shifted, queries=queries)
+    reused, _ = nvsm_attention(values, window_size=w, shifted=shifted, maps=maps)
     expected_reused, _ = _naive(values, w, shifted, maps=expected_maps)
     torch.testing.assert_close(reused, expected_reused, rtol=1e-5, atol=1e-5)
