@@ -965,14 +965,31 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
+_QUANTIZE_CHUNK = 1 << 22  # samples per block: the float temporaries stay ~16 MB
+
+
 def _quantize(x: np.ndarray, bits: int) -> np.ndarray:
-    """Float in [0, 1] -> unsigned integers of ``bits`` bits: ``clip(rint(x * max), 0, max)``."""
+    """Float in [0, 1] -> unsigned integers of ``bits`` bits: ``clip(rint(x * max), 0, max)``.
+
+    Done in blocks of rows into the integer result, so a large image needs no float
+    temporaries the size of the image (an 8000 x 8000 RGB result is 768 MB as float32).
+    """
     maxval = (1 << bits) - 1
     dtype = np.uint8 if bits == 8 else np.uint16
-    with np.errstate(invalid="ignore"):
-        scaled = np.rint(np.asarray(x, dtype=np.float32) * np.float32(maxval))
-    scaled = np.nan_to_num(scaled, nan=0.0)
-    return np.clip(scaled, 0, maxval).astype(dtype)
+    x = np.asarray(x, dtype=np.float32)
+    out = np.empty(x.shape, dtype=dtype)
+    if x.ndim == 0 or x.size == 0:
+        flat = [(x, out)]
+    else:
+        rows = max(1, _QUANTIZE_CHUNK // max(1, x[0].size))
+        flat = [(x[i : i + rows], out[i : i + rows]) for i in range(0, x.shape[0], rows)]
+    for block, target in flat:
+        with np.errstate(invalid="ignore"):
+            scaled = np.rint(block * np.float32(maxval))
+        np.nan_to_num(scaled, copy=False, nan=0.0)
+        np.clip(scaled, 0, maxval, out=scaled)
+        target[...] = scaled
+    return out
 
 
 def _samples(image: Image, bits: int, *, alpha: bool, rgb: bool = False) -> np.ndarray:
