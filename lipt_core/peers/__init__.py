@@ -8,8 +8,9 @@ without third-party code or checkpoints:
 
 All take N x 3 x H x W images in 0..255 (LIPT's convention) and return
 N x 3 x H*scale x W*scale. Their self-attention lives in modules whose class name contains
-``Attention`` and their feed-forward networks in classes whose name contains ``Mlp``, so that
-a profiler can attribute time by module type.
+``Attention`` and SwinIR's feed-forward network in a class whose name contains ``Mlp``, so that
+a profiler can attribute time by module type; ELAN's feed-forward part, the convolutional
+:class:`~lipt_core.peers.elan.LFE`, counts as convolution.
 """
 
 from __future__ import annotations

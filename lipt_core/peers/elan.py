@@ -20,7 +20,10 @@ tail. Each ELAB is a stack of 1 + n_share (LFE, GMSA) pairs:
   computes attention maps; the n_share following ones reuse them on their own values.
 
 For profiling, the GMSA is :class:`ELANAttention` (projections included, as SwinIR's qkv/proj
-are in its ``WindowAttention``) and the LFE, ELAN's feed-forward part, is :class:`LFEMlp`.
+are in its ``WindowAttention``) and the LFE, ELAN's feed-forward part, is :class:`LFE`. The LFE
+takes the place of a transformer's MLP but is built from convolutions (shift-conv + 1x1 convs),
+like LIPT's HRM in the same place; ``lipt bench`` therefore counts it as Conv, not MLP, just as
+the LIPT paper counts its HRM as Conv.
 
 Parameter count: 597,168 at x4 and 577,692 at x2. The paper's 601K / 582K also count the
 BatchNorm affine parameters of the training-time projections (4,320 in all), which folding
@@ -35,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ELAB", "ELANAttention", "ELANLight", "LFEMlp", "ShiftConv2d"]
+__all__ = ["ELAB", "LFE", "ELANAttention", "ELANLight", "ShiftConv2d"]
 
 #: Per-channel RGB mean of the DIV2K training set, in 0..1, used by ELAN's mean shift.
 DIV2K_RGB_MEAN: tuple[float, float, float] = (0.4488, 0.4371, 0.4040)
@@ -103,12 +106,14 @@ class ShiftConv2d(nn.Module):
         return self.conv(x)
 
 
-class LFEMlp(nn.Module):
+class LFE(nn.Module):
     """Local feature extraction (LFE), the feed-forward part of an ELAB (Zhang et al. 2022).
 
     Shift-conv to ``channels * r_expand``, ReLU, shift-conv back to ``channels``: a pointwise
-    two-layer MLP whose inputs are shifted channel groups, hence the ``Mlp`` in the name, which
-    lets a profiler file it with the other peers' feed-forward networks.
+    two-layer MLP whose inputs are shifted channel groups, run as convolutions. It is named
+    after the paper, without ``Mlp``: a profiler that files modules by class name counts it
+    with the convolutions (as LIPT's HRM, which sits in the same place), not with the token
+    MLPs of SwinIR.
 
     Args:
         channels: input and output channels (ELAN-light: 60).
@@ -224,7 +229,7 @@ class ELAB(nn.Module):
     ):
         super().__init__()
         self.lfes = nn.ModuleList(
-            LFEMlp(channels=channels, r_expand=r_expand) for _ in range(1 + n_share)
+            LFE(channels=channels, r_expand=r_expand) for _ in range(1 + n_share)
         )
         self.attns = nn.ModuleList(
             ELANAttention(

@@ -9,7 +9,7 @@ import torch
 
 from lipt_core.errors import UsageError
 from lipt_core.peers import PEERS, ELANLight, SwinIRLight, create_peer
-from lipt_core.peers.elan import ELANAttention, LFEMlp, ShiftConv2d
+from lipt_core.peers.elan import LFE, ELANAttention, ShiftConv2d
 from lipt_core.peers.swinir import (
     Mlp,
     SwinTransformerBlock,
@@ -159,11 +159,14 @@ def test_profiling_module_classes(x4_models: dict[str, torch.nn.Module]) -> None
     elan_attn = [m for m in elan.modules() if isinstance(m, ELANAttention)]
     assert len(elan_attn) == 24
     assert sum(m.compute_attention for m in elan_attn) == 12  # n_share = 1
-    assert sum(isinstance(m, LFEMlp) for m in elan.modules()) == 24
+    assert sum(isinstance(m, LFE) for m in elan.modules()) == 24
     for model in (swinir, elan):
         names = {type(m).__name__ for m in model.modules()}
         assert any("Attention" in n for n in names)
-        assert any("Mlp" in n for n in names)
+    # SwinIR's token MLP is an Mlp; ELAN's convolutional LFE deliberately is not (it counts as
+    # Conv in `lipt bench`, like LIPT's HRM in the same place).
+    assert any("Mlp" in type(m).__name__ for m in swinir.modules())
+    assert not any("Mlp" in type(m).__name__ for m in elan.modules())
 
 
 def _shifted_window_ids(h: int, w: int, ws: int, shift: int) -> torch.Tensor:
