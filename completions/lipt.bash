@@ -5,7 +5,7 @@ _lipt() {
         case "$word" in -*) ;; *) cmd="$word"; break ;; esac
     done
     if [[ -z "$cmd" ]]; then
-        COMPREPLY=( $(compgen -W "convert completion --version -h --help" -- "$cur") )
+        COMPREPLY=( $(compgen -W "convert completion eval bench sr denoise car --version -h --help" -- "$cur") )
         return
     fi
     case "$cmd" in
@@ -28,6 +28,109 @@ _lipt() {
                 COMPREPLY=( $(compgen -W "-h --help" -- "$cur") )
             else
                 COMPREPLY=( $(compgen -W "bash zsh fish" -- "$cur") )
+            fi
+            ;;
+        eval)
+            case "$prev" in
+                --task) COMPREPLY=( $(compgen -W "sr denoise car" -- "$cur") ); return ;;
+                --data) COMPREPLY=( $(compgen -f -- "$cur") ); return ;;
+                --weights) COMPREPLY=( $(compgen -f -- "$cur") ); return ;;
+                --model) COMPREPLY=(); return ;;
+                --baseline) COMPREPLY=( $(compgen -W "bicubic identity" -- "$cur") ); return ;;
+                --scale) COMPREPLY=(); return ;;
+                --sigma) COMPREPLY=(); return ;;
+                --quality) COMPREPLY=(); return ;;
+                --seed) COMPREPLY=(); return ;;
+                --color) COMPREPLY=( $(compgen -W "rgb gray" -- "$cur") ); return ;;
+                --window-size) COMPREPLY=(); return ;;
+                --json) COMPREPLY=( $(compgen -f -- "$cur") ); return ;;
+            esac
+            if [[ "$cur" == -* ]]; then
+                COMPREPLY=( $(compgen -W "--task --data --weights --model --baseline --scale --sigma --quality --seed --color --gray-as-luma --window-size --json -h --help" -- "$cur") )
+            else
+                COMPREPLY=()
+            fi
+            ;;
+        bench)
+            case "$prev" in
+                --model|-m) COMPREPLY=(); return ;;
+                --scale|-s) COMPREPLY=(); return ;;
+                --size) COMPREPLY=(); return ;;
+                --output-size) COMPREPLY=(); return ;;
+                --device) COMPREPLY=( $(compgen -W "auto cpu cuda" -- "$cur") ); return ;;
+                --threads) COMPREPLY=(); return ;;
+                --precision) COMPREPLY=( $(compgen -W "auto fp32 fp16 bf16" -- "$cur") ); return ;;
+                --form) COMPREPLY=( $(compgen -W "inference training both" -- "$cur") ); return ;;
+                --runs) COMPREPLY=(); return ;;
+                --warmup) COMPREPLY=(); return ;;
+                --profile-runs) COMPREPLY=(); return ;;
+                --json) COMPREPLY=( $(compgen -f -- "$cur") ); return ;;
+                --csv) COMPREPLY=( $(compgen -f -- "$cur") ); return ;;
+                --plot) COMPREPLY=( $(compgen -f -- "$cur") ); return ;;
+                --restore) COMPREPLY=( $(compgen -f -- "$cur") ); return ;;
+                --tile) COMPREPLY=(); return ;;
+            esac
+            if [[ "$cur" == -* ]]; then
+                COMPREPLY=( $(compgen -W "--model -m --scale -s --size --output-size --device --threads --precision --form --runs --warmup --profile-runs --json --csv --plot --restore --tile -h --help" -- "$cur") )
+            else
+                COMPREPLY=()
+            fi
+            ;;
+        sr)
+            case "$prev" in
+                --scale) COMPREPLY=(); return ;;
+                --output|-o) COMPREPLY=( $(compgen -f -- "$cur") ); return ;;
+                --format) COMPREPLY=( $(compgen -W "png jpeg webp tiff bmp" -- "$cur") ); return ;;
+                --model) COMPREPLY=( $(compgen -W "lipt-tiny lipt-small lipt-base" -- "$cur") ); return ;;
+                --weights) COMPREPLY=(); return ;;
+                --tile) COMPREPLY=(); return ;;
+                --tile-overlap) COMPREPLY=(); return ;;
+                --device) COMPREPLY=(); return ;;
+                --precision) COMPREPLY=( $(compgen -W "auto fp32 fp16 bf16" -- "$cur") ); return ;;
+                --shard) COMPREPLY=(); return ;;
+            esac
+            if [[ "$cur" == -* ]]; then
+                COMPREPLY=( $(compgen -W "--scale --output -o --format --recursive -r --skip-existing --overwrite --model --weights --tile --tile-overlap --device --precision --json --shard --quiet -q -h --help" -- "$cur") )
+            else
+                COMPREPLY=( $(compgen -f -- "$cur") )
+            fi
+            ;;
+        denoise)
+            case "$prev" in
+                --sigma) COMPREPLY=(); return ;;
+                --output|-o) COMPREPLY=( $(compgen -f -- "$cur") ); return ;;
+                --format) COMPREPLY=( $(compgen -W "png jpeg webp tiff bmp" -- "$cur") ); return ;;
+                --model) COMPREPLY=( $(compgen -W "lipt-tiny lipt-small lipt-base" -- "$cur") ); return ;;
+                --weights) COMPREPLY=(); return ;;
+                --tile) COMPREPLY=(); return ;;
+                --tile-overlap) COMPREPLY=(); return ;;
+                --device) COMPREPLY=(); return ;;
+                --precision) COMPREPLY=( $(compgen -W "auto fp32 fp16 bf16" -- "$cur") ); return ;;
+                --shard) COMPREPLY=(); return ;;
+            esac
+            if [[ "$cur" == -* ]]; then
+                COMPREPLY=( $(compgen -W "--sigma --output -o --format --recursive -r --skip-existing --overwrite --model --weights --tile --tile-overlap --device --precision --json --shard --quiet -q -h --help" -- "$cur") )
+            else
+                COMPREPLY=( $(compgen -f -- "$cur") )
+            fi
+            ;;
+        car)
+            case "$prev" in
+                --quality) COMPREPLY=(); return ;;
+                --output|-o) COMPREPLY=( $(compgen -f -- "$cur") ); return ;;
+                --format) COMPREPLY=( $(compgen -W "png jpeg webp tiff bmp" -- "$cur") ); return ;;
+                --model) COMPREPLY=( $(compgen -W "lipt-tiny lipt-small lipt-base" -- "$cur") ); return ;;
+                --weights) COMPREPLY=(); return ;;
+                --tile) COMPREPLY=(); return ;;
+                --tile-overlap) COMPREPLY=(); return ;;
+                --device) COMPREPLY=(); return ;;
+                --precision) COMPREPLY=( $(compgen -W "auto fp32 fp16 bf16" -- "$cur") ); return ;;
+                --shard) COMPREPLY=(); return ;;
+            esac
+            if [[ "$cur" == -* ]]; then
+                COMPREPLY=( $(compgen -W "--quality --output -o --format --recursive -r --skip-existing --overwrite --model --weights --tile --tile-overlap --device --precision --json --shard --quiet -q -h --help" -- "$cur") )
+            else
+                COMPREPLY=( $(compgen -f -- "$cur") )
             fi
             ;;
     esac

@@ -120,7 +120,7 @@ def command_tree(app: typer.Typer) -> tuple[tuple[OptionSpec, ...], tuple[Comman
                 name=registered.name or callback.__name__.replace("_", "-"),
                 help=_first_line(registered.help or callback.__doc__),
                 options=(*options, top[-1]),
-                takes_paths=any(kind is Path or kind is list[Path] for kind in arguments),
+                takes_paths=any(kind is Path or kind == list[Path] for kind in arguments),
                 argument_choices=tuple(
                     member.value
                     for kind in arguments

@@ -25,11 +25,15 @@ _EXPORTS = {
     "InputError": "lipt_core.errors",
     "CheckpointError": "lipt_core.errors",
     "VerificationError": "lipt_core.errors",
+    "Restorer": "lipt_core.restore",
+    "RestoreRequest": "lipt_core.batch",
+    "restore_files": "lipt_core.batch",
 }
 
 __all__ = [*_EXPORTS, "__version__"]
 
 if TYPE_CHECKING:
+    from lipt_core.batch import RestoreRequest, restore_files
     from lipt_core.checkpoint import load_checkpoint, load_published, save_model
     from lipt_core.errors import (
         CheckpointError,
@@ -41,6 +45,7 @@ if TYPE_CHECKING:
     from lipt_core.models.config import PRESETS, LIPTConfig, create_model
     from lipt_core.models.lipt import LIPT
     from lipt_core.reparam import reparameterize
+    from lipt_core.restore import Restorer
 
 
 def __getattr__(name: str) -> Any:
