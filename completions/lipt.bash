@@ -87,6 +87,7 @@ _lipt() {
                 --tile-overlap) COMPREPLY=(); return ;;
                 --device) COMPREPLY=(); return ;;
                 --precision) COMPREPLY=( $(compgen -W "auto fp32 fp16 bf16" -- "$cur") ); return ;;
+                --json) COMPREPLY=( $(compgen -f -- "$cur") ); return ;;
                 --shard) COMPREPLY=(); return ;;
             esac
             if [[ "$cur" == -* ]]; then
@@ -106,6 +107,7 @@ _lipt() {
                 --tile-overlap) COMPREPLY=(); return ;;
                 --device) COMPREPLY=(); return ;;
                 --precision) COMPREPLY=( $(compgen -W "auto fp32 fp16 bf16" -- "$cur") ); return ;;
+                --json) COMPREPLY=( $(compgen -f -- "$cur") ); return ;;
                 --shard) COMPREPLY=(); return ;;
             esac
             if [[ "$cur" == -* ]]; then
@@ -125,6 +127,7 @@ _lipt() {
                 --tile-overlap) COMPREPLY=(); return ;;
                 --device) COMPREPLY=(); return ;;
                 --precision) COMPREPLY=( $(compgen -W "auto fp32 fp16 bf16" -- "$cur") ); return ;;
+                --json) COMPREPLY=( $(compgen -f -- "$cur") ); return ;;
                 --shard) COMPREPLY=(); return ;;
             esac
             if [[ "$cur" == -* ]]; then

@@ -426,7 +426,12 @@ PrecisionOpt = Annotated[
     Precision, typer.Option(help="CUDA only: auto is bf16 where supported, else fp32.")
 ]
 JsonOpt = Annotated[
-    bool, typer.Option("--json", help="Print a JSON report (per file) instead of the summary.")
+    Path | None,
+    typer.Option(
+        "--json",
+        help="Also write the per-file report as JSON to FILE ('-': to stdout, instead of the "
+        "summary).",
+    ),
 ]
 ShardOpt = Annotated[
     str | None,
@@ -442,10 +447,15 @@ def _restore(task: str, inputs: list[Path], **options: object) -> None:
         from lipt_core.batch import RestoreRequest, restore_files, restore_request
 
         request: RestoreRequest = restore_request(task, inputs, **options)
-        quiet, json_output = bool(options["quiet"]), bool(options["json"])
-        with RestoreView(task, quiet=quiet, json_output=json_output) as view:
+        json_path = options["json"]
+        json_output = json_path is not None and str(json_path) == "-"
+        with RestoreView(task, quiet=bool(options["quiet"]), json_output=json_output) as view:
             report = restore_files(request, callbacks=view.callbacks())
             view.finish(report)
+        if json_path is not None and not json_output:
+            from lipt_cli.restore_render import write_report_json
+
+            write_report_json(report, Path(str(json_path)))
     raise typer.Exit(report.exit_code)
 
 
@@ -469,7 +479,7 @@ def sr(
     tile_overlap: TileOverlapOpt = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = Precision.auto,
-    json: JsonOpt = False,
+    json: JsonOpt = None,
     shard: ShardOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -497,7 +507,7 @@ def denoise(
     tile_overlap: TileOverlapOpt = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = Precision.auto,
-    json: JsonOpt = False,
+    json: JsonOpt = None,
     shard: ShardOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -526,7 +536,7 @@ def car(
     tile_overlap: TileOverlapOpt = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = Precision.auto,
-    json: JsonOpt = False,
+    json: JsonOpt = None,
     shard: ShardOpt = None,
     quiet: QuietOpt = False,
 ) -> None:

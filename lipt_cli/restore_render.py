@@ -13,7 +13,10 @@ Errors for single files (and warnings) always go to stderr, one line each.
 from __future__ import annotations
 
 import json
+import os
 import sys
+import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -250,3 +253,17 @@ class RestoreView:
             more = f", ... ({len(report.ignored)} in all)" if len(report.ignored) > 3 else ""
             line += f"; ignored non-image files in folders: {names}{more}"
         return line
+
+
+def write_report_json(report: BatchReport, path: Path) -> None:
+    """The per-file report as JSON, written atomically (temp file in the folder, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w") as stream:
+            json.dump(report.to_dict(), stream, indent=2)
+            stream.write("\n")
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise

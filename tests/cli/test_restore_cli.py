@@ -149,7 +149,7 @@ def test_scanning_a_folder_ignores_non_images_but_reports_broken_images(tmp_path
     folder = tmp_path / "in"
     _bad_files(folder)
     PILImage.fromarray(u8()).save(folder / "good.png")
-    result = run("sr", folder, "--weights", weights["sr"], "--json")
+    result = run("sr", folder, "--weights", weights["sr"], "--json", "-")
     assert result.exit_code == 1
     report = json.loads(result.stdout)
     statuses = {Path(f["input"]).name: f["status"] for f in report["files"]}
@@ -165,7 +165,7 @@ def test_scanning_a_folder_ignores_non_images_but_reports_broken_images(tmp_path
 
 def test_json_report(tmp_path, weights):
     PILImage.fromarray(u8(20, 30)).save(tmp_path / "a.png")
-    result = run("sr", tmp_path / "a.png", "--weights", weights["sr"], "--json")
+    result = run("sr", tmp_path / "a.png", "--weights", weights["sr"], "--json", "-")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     (entry,) = report["files"]
@@ -177,12 +177,23 @@ def test_json_report(tmp_path, weights):
     assert report["succeeded"] == 1 and report["failed"] == 0
 
 
+def test_json_report_to_a_file_keeps_the_summary(tmp_path, weights):
+    PILImage.fromarray(u8(20, 30)).save(tmp_path / "a.png")
+    target = tmp_path / "reports" / "run.json"
+    result = run("sr", tmp_path / "a.png", "--weights", weights["sr"], "--json", target)
+    assert result.exit_code == 0, result.output
+    assert "1 upscaled" in result.output  # the summary is still shown
+    report = json.loads(target.read_text())
+    assert [entry["status"] for entry in report["files"]] == ["ok"]
+    assert not list(target.parent.glob(".*.tmp"))
+
+
 def test_shards_split_the_batch(tmp_path, weights):
     for i in range(5):
         PILImage.fromarray(u8(16, 16)).save(tmp_path / f"{i}.png")
     done = []
     for k in (1, 2):
-        result = run("sr", tmp_path, "--weights", weights["sr"], "--shard", f"{k}/2", "--json")
+        result = run("sr", tmp_path, "--weights", weights["sr"], "--shard", f"{k}/2", "--json", "-")
         assert result.exit_code == 0, result.output
         done += [Path(f["input"]).name for f in json.loads(result.stdout)["files"]]
     assert sorted(done) == [f"{i}.png" for i in range(5)]
@@ -221,13 +232,14 @@ def test_denoise_and_car(tmp_path, weights):
         "--weights",
         weights["denoise"],
         "--json",
+        "-",
     )
     assert result.exit_code == 0, result.output
     entry = json.loads(result.stdout)["files"][0]
     assert entry["output"].endswith("noisy_denoised.png") and entry["sigma"] == 25
     assert entry["output_size"] == entry["input_size"]
     PILImage.fromarray(u8()).save(tmp_path / "photo.jpg", quality=30)
-    result = run("car", tmp_path / "photo.jpg", "--weights", weights["car"], "--json")
+    result = run("car", tmp_path / "photo.jpg", "--weights", weights["car"], "--json", "-")
     assert result.exit_code == 0, result.output
     entry = json.loads(result.stdout)["files"][0]
     assert entry["output"].endswith("photo_car.jpg") and entry["quality"] == 30
@@ -336,6 +348,7 @@ def test_help_lists_the_options():
             "--device",
             "--precision",
             "--json",
+            "-",
             "--shard",
             "--recursive",
             "--skip-existing",
