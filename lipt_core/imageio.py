@@ -155,7 +155,7 @@ _MAGIC = (
 )
 
 # libjpeg's standard (IJG, Annex K) quantisation tables, natural order, quality 50.
-_IJG_LUMA = np.array(
+IJG_LUMA = np.array(
     [
         [16, 11, 10, 16, 24, 40, 51, 61],
         [12, 12, 14, 19, 26, 58, 60, 55],
@@ -1254,7 +1254,7 @@ def estimate_jpeg_quality(path: str | os.PathLike[str]) -> int | None:
     ceiling = 255 if luma.max() <= 255 and (chroma is None or chroma.max() <= 255) else 32767
     best_quality, best_error = 0, None
     for quality in range(1, 101):
-        error = int(np.abs(luma - _ijg_table(_IJG_LUMA, quality, ceiling)).sum())
+        error = int(np.abs(luma - _ijg_table(IJG_LUMA, quality, ceiling)).sum())
         if chroma is not None:
             error += int(np.abs(chroma - _ijg_table(_IJG_CHROMA, quality, ceiling)).sum())
         if best_error is None or error <= best_error:  # ties: the higher quality

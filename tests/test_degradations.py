@@ -24,22 +24,10 @@ from lipt_core.degradations import (
     to_uint8,
 )
 from lipt_core.errors import UsageError
+from lipt_core.imageio import IJG_LUMA
 
 SET5 = ("baby", "bird", "butterfly", "head", "woman")
 
-# libjpeg's standard quantisation tables (ITU T.81 Annex K), natural order, quality 50.
-IJG_LUMA = np.array(
-    [
-        [16, 11, 10, 16, 24, 40, 51, 61],
-        [12, 12, 14, 19, 26, 58, 60, 55],
-        [14, 13, 16, 24, 40, 57, 69, 56],
-        [14, 17, 22, 29, 51, 87, 80, 62],
-        [18, 22, 37, 56, 68, 109, 103, 77],
-        [24, 35, 55, 64, 81, 104, 113, 92],
-        [49, 64, 78, 87, 103, 121, 120, 101],
-        [72, 92, 95, 98, 112, 100, 103, 99],
-    ]
-).ravel()
 IJG_CHROMA = np.full((8, 8), 99)
 IJG_CHROMA[:4, :4] = [[17, 18, 24, 47], [18, 21, 26, 66], [24, 26, 56, 99], [47, 66, 99, 99]]
 IJG_CHROMA = IJG_CHROMA.ravel()

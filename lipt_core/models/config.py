@@ -85,14 +85,19 @@ class LIPTConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> LIPTConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise UsageError(
-                f"unknown LIPT hyperparameter(s) {', '.join(unknown)}; "
-                f"valid: {', '.join(sorted(known))}"
-            )
+        check_hyperparameter_names(values)
         return cls(**values)
+
+
+def check_hyperparameter_names(names: Any) -> None:
+    """Refuse names that are not LIPTConfig fields, listing the valid ones."""
+    known = {f.name for f in dataclasses.fields(LIPTConfig)}
+    unknown = sorted(set(names) - known)
+    if unknown:
+        raise UsageError(
+            f"unknown LIPT hyperparameter(s) {', '.join(unknown)}; "
+            f"valid: {', '.join(sorted(known))}"
+        )
 
 
 # The named presets, as published (tiny; "light" = the paper's LIPT-Small; base). Scale and
@@ -112,13 +117,7 @@ def preset_config(name: str, **overrides: Any) -> LIPTConfig:
         raise UsageError(
             f"unknown model {name!r}; valid models: {', '.join(sorted(PRESETS))}"
         ) from None
-    known = {f.name for f in dataclasses.fields(LIPTConfig)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise UsageError(
-            f"unknown LIPT hyperparameter(s) {', '.join(unknown)}; "
-            f"valid: {', '.join(sorted(known))}"
-        )
+    check_hyperparameter_names(overrides)
     return base.replace(**overrides)
 
 

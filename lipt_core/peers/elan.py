@@ -38,26 +38,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lipt_core.models.lipt import pad_to_multiple
+
 __all__ = ["ELAB", "LFE", "ELANAttention", "ELANLight", "ShiftConv2d"]
 
 #: Per-channel RGB mean of the DIV2K training set, in 0..1, used by ELAN's mean shift.
 DIV2K_RGB_MEAN: tuple[float, float, float] = (0.4488, 0.4371, 0.4040)
-
-
-def _pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Pad ``x`` (N x C x H x W) at the bottom and right so that H and W divide ``multiple``.
-
-    Reflection padding, as ELAN does; a side too short to reflect (padding >= its length) is
-    padded by replication instead, so any H, W >= 1 works.
-    """
-    h, w = x.shape[-2:]
-    pad_h = (multiple - h % multiple) % multiple
-    pad_w = (multiple - w % multiple) % multiple
-    if pad_w:
-        x = F.pad(x, (0, pad_w, 0, 0), mode="reflect" if pad_w < w else "replicate")
-    if pad_h:
-        x = F.pad(x, (0, 0, 0, pad_h), mode="reflect" if pad_h < h else "replicate")
-    return x
 
 
 def _to_windows(x: torch.Tensor, window_size: int) -> torch.Tensor:
@@ -316,7 +302,7 @@ class ELANLight(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """N x 3 x H x W in 0..rgb_range to N x 3 x H*scale x W*scale in 0..rgb_range."""
         h, w = x.shape[-2:]
-        x = _pad_to_multiple(x, self.pad_multiple)
+        x = pad_to_multiple(x, self.pad_multiple)
         mean = self.mean.to(x.dtype)
         x = self.head(x - mean)
         x = self.tail(self.body(x) + x) + mean
