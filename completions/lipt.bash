@@ -5,7 +5,7 @@ _lipt() {
         case "$word" in -*) ;; *) cmd="$word"; break ;; esac
     done
     if [[ -z "$cmd" ]]; then
-        COMPREPLY=( $(compgen -W "convert completion eval bench sr denoise car --version -h --help" -- "$cur") )
+        COMPREPLY=( $(compgen -W "convert completion eval bench sr denoise car train --version -h --help" -- "$cur") )
         return
     fi
     case "$cmd" in
@@ -134,6 +134,33 @@ _lipt() {
                 COMPREPLY=( $(compgen -W "--quality --output -o --format --recursive -r --skip-existing --overwrite --model --weights --tile --tile-overlap --device --precision --json --shard --quiet -q -h --help" -- "$cur") )
             else
                 COMPREPLY=( $(compgen -f -- "$cur") )
+            fi
+            ;;
+        train)
+            case "$prev" in
+                --config) COMPREPLY=( $(compgen -f -- "$cur") ); return ;;
+                --set) COMPREPLY=(); return ;;
+                --task) COMPREPLY=( $(compgen -W "sr denoise car" -- "$cur") ); return ;;
+                --model) COMPREPLY=(); return ;;
+                --scale) COMPREPLY=(); return ;;
+                --train-dir) COMPREPLY=(); return ;;
+                --val-dir) COMPREPLY=( $(compgen -f -- "$cur") ); return ;;
+                --steps) COMPREPLY=(); return ;;
+                --batch-size) COMPREPLY=(); return ;;
+                --patch-size) COMPREPLY=(); return ;;
+                --lr) COMPREPLY=(); return ;;
+                --val-every) COMPREPLY=(); return ;;
+                --checkpoint-every) COMPREPLY=(); return ;;
+                --seed) COMPREPLY=(); return ;;
+                --workers) COMPREPLY=(); return ;;
+                --device) COMPREPLY=(); return ;;
+                --precision) COMPREPLY=( $(compgen -W "auto fp32 fp16 bf16" -- "$cur") ); return ;;
+                --output) COMPREPLY=( $(compgen -f -- "$cur") ); return ;;
+            esac
+            if [[ "$cur" == -* ]]; then
+                COMPREPLY=( $(compgen -W "--config --set --task --model --scale --train-dir --val-dir --steps --batch-size --patch-size --lr --val-every --checkpoint-every --seed --workers --device --precision --output --resume --quiet -q -h --help" -- "$cur") )
+            else
+                COMPREPLY=()
             fi
             ;;
     esac

@@ -544,5 +544,70 @@ def car(
     _restore("car", inputs, **{k: v for k, v in locals().items() if k != "inputs"})
 
 
+@app.command()
+def train(
+    config: Annotated[
+        Path | None, typer.Option(help="Training config (.toml or .json); flags override it.")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override any config field: key=value (repeatable)."),
+    ] = None,
+    task: Annotated[Task | None, typer.Option(help="sr, denoise or car.")] = None,
+    model: Annotated[str | None, typer.Option(help="Preset: lipt-tiny, lipt-small...")] = None,
+    scale: Annotated[int | None, typer.Option(help="SR factor (sr only).", min=2, max=4)] = None,
+    train_dir: Annotated[
+        list[Path] | None, typer.Option(help="Folder of HR training images (repeatable).")
+    ] = None,
+    val_dir: Annotated[Path | None, typer.Option(help="Validation folder (e.g. Set5/HR).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Total optimizer steps.", min=1)] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Patches per step.", min=1)] = None,
+    patch_size: Annotated[int | None, typer.Option(help="LR patch side.", min=4)] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate (Adam).")] = None,
+    val_every: Annotated[int | None, typer.Option(help="Validate every N steps.")] = None,
+    checkpoint_every: Annotated[int | None, typer.Option(help="Write last.pt every N.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of weights and data.")] = None,
+    workers: Annotated[int | None, typer.Option(help="DataLoader worker processes.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    precision: Annotated[
+        BenchPrecision | None, typer.Option(help="auto: bf16/fp16 on CUDA, fp32 on CPU.")
+    ] = None,
+    output: Annotated[Path | None, typer.Option(help="Run folder for checkpoints.")] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from OUTPUT/last.pt (and its config).")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+) -> None:
+    """Train a LIPT model from folders of HR images (torchrun: DistributedDataParallel)."""
+    from lipt_cli.errors import EXIT_INTERRUPTED
+
+    with cli_errors():
+        from lipt_cli.train_render import render_result, resolve_config, train_with_progress
+
+        flags = {
+            "task": task.value if task else None,
+            "model": model,
+            "scale": scale,
+            "train_dirs": [str(d) for d in train_dir] if train_dir else None,
+            "val_dir": str(val_dir) if val_dir else None,
+            "steps": steps,
+            "batch_size": batch_size,
+            "patch_size": patch_size,
+            "lr": lr,
+            "val_every": val_every,
+            "checkpoint_every": checkpoint_every,
+            "seed": seed,
+            "workers": workers,
+            "device": device,
+            "precision": precision.value if precision else None,
+            "output": str(output) if output else None,
+        }
+        resolved = resolve_config(config, set_ or [], flags, resume=resume)
+        result = train_with_progress(resolved, resume=resume, quiet=quiet)
+        render_result(result, resolved)
+    if result.interrupted:
+        raise typer.Exit(EXIT_INTERRUPTED)
+
+
 def main() -> None:
     app()

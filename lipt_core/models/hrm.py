@@ -207,14 +207,14 @@ class RepConv3x3(Fusable):
         self.branch_sobel_y = SobelBranch(in_channels, out_channels, SOBEL_Y)
 
     def forward(self, x: Tensor) -> Tensor:
-        return (
-            self.branch_3x3(x)
-            + self.branch_1x1(x)
-            + self.branch_avg(x)
-            + self.branch_1x1_3x3(x)
-            + self.branch_sobel_x(x)
-            + self.branch_sobel_y(x)
-        )
+        # The sum accumulates in place into the first branch's output (neither BatchNorm nor a
+        # convolution needs its own output for backward): no new buffer per branch.
+        out = self.branch_3x3(x)
+        out.add_(self.branch_1x1(x))
+        out.add_(self.branch_avg(x))
+        out.add_(self.branch_1x1_3x3(x))
+        out.add_(self.branch_sobel_x(x))
+        return out.add_(self.branch_sobel_y(x))
 
     def fused_kernel_bias(self) -> tuple[Tensor, Tensor]:
         kernel_3x3, bias = self.branch_3x3.folded()

@@ -1,0 +1,133 @@
+"""Training-step speed on CPU: ours against the published implementation's way of computing.
+
+One Adam step = forward of the training form (multi-branch HRM convolutions with BatchNorm in
+train mode), L1 loss, backward, Adam update. 16 patches of 48x48 LR, x4, lipt-tiny, 2 threads by
+default. Data loading is EXCLUDED (the same random batch every step; `lipt train` makes batches
+in DataLoader workers, overlapped with the step). The two models are timed interleaved step by
+step in one process, so their ratio holds on a noisy machine; the median of the timed steps
+after the warm-up ones is reported.
+
+    python benchmarks/train_speed.py                     # ours and published, 10 steps each
+    python benchmarks/train_speed.py --steps 20 --which ours --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from lipt_core import create_model
+
+HERE = Path(__file__).resolve().parent
+
+
+def _published(ours):
+    spec = importlib.util.spec_from_file_location("published_lipt", HERE / "published_lipt.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["published_lipt"] = module
+    spec.loader.exec_module(module)
+    c = ours.config
+    return module.build_published_lipt(
+        {
+            "scale": c.scale,
+            "colors": c.colors,
+            "m_elan": c.num_stages,
+            "c_elan": c.channels,
+            "n_share": c.n_share,
+            "r_expand": c.r_expand,
+            "window_sizes": [c.window_size, c.window_size],
+            "rgb_range": c.rgb_range,
+        }
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="lipt-tiny")
+    parser.add_argument("--scale", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--patch", type=int, default=48, help="LR patch side")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per model")
+    parser.add_argument("--which", choices=["both", "ours", "published"], default="both")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    ours = create_model(args.model, scale=args.scale).train()
+    models = {}
+    if args.which in ("both", "ours"):
+        models["ours"] = ours.to(memory_format=torch.channels_last)
+    if args.which in ("both", "published"):
+        models["published"] = _published(ours).train()
+    optimizers = {k: torch.optim.Adam(m.parameters(), lr=2e-4) for k, m in models.items()}
+    low = torch.rand(args.batch, 3, args.patch, args.patch) * 255
+    high = torch.rand(args.batch, 3, args.patch * args.scale, args.patch * args.scale) * 255
+    inputs = {
+        "ours": (
+            low.contiguous(memory_format=torch.channels_last),
+            high.contiguous(memory_format=torch.channels_last),
+        ),
+        "published": (low, high),
+    }
+
+    def step(name: str) -> float:
+        model, optimizer = models[name], optimizers[name]
+        x, y = inputs[name]
+        start = time.perf_counter()
+        loss = F.l1_loss(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return time.perf_counter() - start
+
+    times: dict[str, list[float]] = {k: [] for k in models}
+    for i in range(args.warmup + args.steps):
+        for name in models:
+            elapsed = step(name)
+            if i >= args.warmup:
+                times[name].append(elapsed)
+    result = {
+        "setup": {
+            "model": args.model,
+            "scale": args.scale,
+            "batch": args.batch,
+            "lr_patch": args.patch,
+            "threads": args.threads,
+            "loss": "L1",
+            "optimizer": "Adam",
+            "data_loading": "excluded",
+            "torch": torch.__version__,
+            "cpu": platform.processor() or platform.machine(),
+        },
+        "seconds_per_step": {k: statistics.median(v) for k, v in times.items()},
+        "steps_per_second": {k: 1 / statistics.median(v) for k, v in times.items()},
+        "all_times": times,
+    }
+    for name, values in times.items():
+        median = statistics.median(values)
+        print(
+            f"{name:>9}: {median:.3f} s/step ({1 / median:.2f} steps/s), "
+            f"min {min(values):.3f}, max {max(values):.3f} over {len(values)} steps"
+        )
+    if len(times) == 2:
+        ratio = statistics.median(times["published"]) / statistics.median(times["ours"])
+        print(f"  speedup: {ratio:.2f}x")
+        result["speedup"] = ratio
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,200 @@
+"""lipt_core.training: config, data, a few steps that lower the loss, checkpoints, exact resume,
+conversion, and DistributedDataParallel on two CPU processes (gloo)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lipt_core.checkpoint import load_checkpoint, read_tensors
+from lipt_core.errors import UsageError
+from lipt_core.training import (
+    PatchDataset,
+    TrainConfig,
+    apply_assignments,
+    config_to_toml,
+    learning_rate,
+    read_config_file,
+    train,
+)
+
+TINY = {"channels": 8, "num_stages": 2}
+
+
+def make_images(folder: Path, count: int = 3, size: int = 64) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:size, 0:size]
+    for i in range(count):
+        base = np.stack([x * 4 + 20 * i, y * 3, (x + y) * 2], axis=-1) % 256
+        noise = rng.integers(0, 40, base.shape)
+        image = np.clip(base + noise, 0, 255).astype(np.uint8)
+        Image.fromarray(image).save(folder / f"img{i}.png")
+    return folder
+
+
+def tiny_config(tmp_path: Path, **changes) -> TrainConfig:
+    values = dict(
+        task="sr",
+        model="lipt-tiny",
+        model_overrides=dict(TINY),
+        scale=2,
+        train_dirs=[str(make_images(tmp_path / "train"))],
+        patch_size=16,
+        batch_size=4,
+        steps=6,
+        lr=2e-3,
+        schedule="cosine",
+        ema_decay=0.9,
+        checkpoint_every=3,
+        log_every=1,
+        workers=0,
+        seed=1,
+        output=str(tmp_path / "run"),
+    )
+    values.update(changes)
+    return TrainConfig(**values)
+
+
+def test_config_roundtrip_and_overrides(tmp_path):
+    config = tiny_config(tmp_path)
+    path = tmp_path / "c.toml"
+    path.write_text(config_to_toml(config))
+    values = read_config_file(path)
+    assert TrainConfig.from_dict(values) == config
+    values = apply_assignments(values, ["steps=10", "model_overrides.channels=4", "task=car"])
+    changed = TrainConfig.from_dict(values)
+    assert changed.steps == 10 and changed.model_overrides["channels"] == 4
+    assert changed.scale == 1  # denoise/car models do not upscale
+    with pytest.raises(UsageError, match="unknown training setting"):
+        TrainConfig.from_dict({"stepz": 3})
+    with pytest.raises(UsageError, match="schedule"):
+        TrainConfig(schedule="linear")
+
+
+def test_schedules():
+    cosine = TrainConfig(steps=100, lr=1.0, min_lr=0.0)
+    assert learning_rate(cosine, 0) == pytest.approx(1.0)
+    assert learning_rate(cosine, 50) == pytest.approx(0.5)
+    multi = TrainConfig(steps=100, lr=1.0, schedule="multistep", milestones=[0.5], gamma=0.1)
+    assert learning_rate(multi, 49) == 1.0 and learning_rate(multi, 50) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("task", ["sr", "denoise", "car"])
+def test_dataset_is_a_function_of_the_index(tmp_path, task):
+    from lipt_core.training import find_images, load_hr
+
+    config = tiny_config(tmp_path, task=task)
+    images = [load_hr(p, colors=3, max_side=4096) for p in find_images(config.train_dirs)]
+    data = PatchDataset(images, config)
+    low, high = data[7]
+    assert high.shape == (3, 16 * config.scale, 16 * config.scale)
+    assert low.shape == (3, 16, 16)
+    assert torch.equal(data[7][0], low) and not torch.equal(data[8][1], high)
+
+
+def test_large_photos_are_downscaled(tmp_path):
+    from lipt_core.training import load_hr
+
+    Image.new("RGB", (900, 300), (10, 20, 30)).save(tmp_path / "big.jpg")
+    assert load_hr(tmp_path / "big.jpg", colors=3, max_side=400).shape == (100, 300, 3)
+    assert load_hr(tmp_path / "big.jpg", colors=1, max_side=4096).shape == (300, 900, 1)
+
+
+def test_training_lowers_the_loss(tmp_path):
+    config = tiny_config(tmp_path, steps=40, checkpoint_every=100, lr=3e-3, ema_decay=0.0)
+    result = train(config)
+    first, last = np.mean(result.losses[:5]), np.mean(result.losses[-5:])
+    assert last < 0.7 * first
+    assert (Path(config.output) / "last.pt").exists()
+
+
+def test_checkpoint_resume_equals_straight_run_and_converts(tmp_path):
+    straight = tiny_config(tmp_path, output=str(tmp_path / "straight"))
+    full = train(straight)
+    assert full.step == 6
+
+    split = tiny_config(tmp_path, output=str(tmp_path / "split"))
+    events = []
+    first = train(split, max_steps_this_run=3, progress=events.append)
+    assert first.step == 3 and first.interrupted is False
+    assert {e.kind for e in events} >= {"start", "step", "checkpoint", "done"}
+    run = Path(split.output)
+    assert sorted(p.name for p in run.iterdir()) == ["config.toml", "last.pt"]  # no temp left
+    second = train(split, resume=True)
+    assert second.step == 6
+
+    np.testing.assert_allclose(first.losses + second.losses, full.losses, rtol=1e-5)
+    for (name, a), b in zip(
+        full.model.state_dict().items(), second.model.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+    # The checkpoint reads with weights_only, holds the EMA weights, and converts.
+    contents, _ = read_tensors(run / "last.pt")
+    assert contents["step"] == 6 and contents["task"] == "sr"
+    model, metadata = load_checkpoint(run / "last.pt")
+    assert metadata["task"] == "sr" and model.form == "training"
+    from lipt_core.convert import convert_checkpoint
+
+    report = convert_checkpoint(run / "last.pt", tmp_path / "x2.safetensors")
+    assert report.agreement.relative_error < 1e-4
+    fused, meta = load_checkpoint(tmp_path / "x2.safetensors")
+    assert fused.form == "inference" and meta["task"] == "sr"
+
+
+def test_validation_writes_best(tmp_path):
+    val = make_images(tmp_path / "val", count=2, size=48)
+    config = tiny_config(tmp_path, val_dir=str(val), val_every=2, steps=4, checkpoint_every=4)
+    events = []
+    result = train(config, progress=events.append)
+    scores = [e.val_psnr for e in events if e.kind == "validation"]
+    assert len(scores) == 2 and all(np.isfinite(scores))
+    assert result.best_psnr == pytest.approx(max(scores))
+    assert (Path(config.output) / "best.pt").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, config: TrainConfig, out: str) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+    )
+    torch.set_num_threads(1)
+    result = train(config)
+    params = {k: v for k, v in result.model.named_parameters()}
+    torch.save({k: v.detach() for k, v in params.items()}, f"{out}/rank{rank}.pt")
+    import torch.distributed as dist
+
+    dist.destroy_process_group()
+
+
+def test_ddp_two_cpu_processes(tmp_path):
+    config = tiny_config(tmp_path, steps=2, checkpoint_every=2)
+    torch.multiprocessing.spawn(
+        _ddp_worker, args=(2, _free_port(), config, str(tmp_path)), nprocs=2, join=True
+    )
+    a = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    b = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
+    contents, _ = read_tensors(Path(config.output) / "last.pt")
+    assert contents["step"] == 2
+    # The ranks saw different data: the weights moved away from a single-process run's.
+    single = train(tiny_config(tmp_path, steps=2, output=str(tmp_path / "single")))
+    moved = [not torch.allclose(single.model.state_dict()[k], a[k]) for k in a if "delta" not in k]
+    assert any(moved)
