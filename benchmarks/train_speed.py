@@ -61,7 +61,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="timed steps per model")
     parser.add_argument("--which", choices=["both", "ours", "published"], default="both")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--flush-denormal", action="store_true")
+    parser.add_argument("--fused-adam", action="store_true")
     args = parser.parse_args()
+    torch.set_flush_denormal(args.flush_denormal)
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -71,7 +74,10 @@ def main() -> None:
         models["ours"] = ours.to(memory_format=torch.channels_last)
     if args.which in ("both", "published"):
         models["published"] = _published(ours).train()
-    optimizers = {k: torch.optim.Adam(m.parameters(), lr=2e-4) for k, m in models.items()}
+    optimizers = {
+        k: torch.optim.Adam(m.parameters(), lr=2e-4, fused=args.fused_adam or None)
+        for k, m in models.items()
+    }
     low = torch.rand(args.batch, 3, args.patch, args.patch) * 255
     high = torch.rand(args.batch, 3, args.patch * args.scale, args.patch * args.scale) * 255
     inputs = {
@@ -108,6 +114,8 @@ def main() -> None:
             "loss": "L1",
             "optimizer": "Adam",
             "data_loading": "excluded",
+            "flush_denormal": args.flush_denormal,
+            "fused_adam": args.fused_adam,
             "torch": torch.__version__,
             "cpu": platform.processor() or platform.machine(),
         },

@@ -24,10 +24,54 @@ def _bn_scale_shift(bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
 
 def _pad_with(x: Tensor, value: Tensor) -> Tensor:
     """Pad 1 px on every side, filled per channel with `value` (C,)."""
-    out = F.pad(x, (1, 1, 1, 1))
-    border = torch.ones_like(out, dtype=torch.bool)
-    border[:, :, 1:-1, 1:-1] = False
-    return torch.where(border, value.view(1, -1, 1, 1).to(out.dtype), out)
+    if torch.compiler.is_compiling() or x.dim() != 4:
+        out = F.pad(x, (1, 1, 1, 1))
+        border = torch.ones_like(out, dtype=torch.bool)
+        border[:, :, 1:-1, 1:-1] = False
+        return torch.where(border, value.view(1, -1, 1, 1).to(out.dtype), out)
+    return _PadWith.apply(x, value)
+
+
+def _same_format(x: Tensor) -> torch.memory_format:
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+class _PadWith(torch.autograd.Function):
+    """`_pad_with` in eager mode, for training speed: one write of the padded tensor (interior
+    copied, four border strips filled) instead of pad + mask + where, and a backward that
+    slices the interior and sums the border strips only (the where-based one costs about a fifth
+    of a training step of the multi-branch form on CPU). The same values and gradients."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, value: Tensor) -> Tensor:
+        n, c, h, w = x.shape
+        ctx.memory_format = _same_format(x)
+        out = torch.empty(
+            (n, c, h + 2, w + 2), dtype=x.dtype, device=x.device, memory_format=ctx.memory_format
+        )
+        out[:, :, 1:-1, 1:-1] = x
+        v = value.detach().to(x.dtype).view(1, -1, 1)
+        out[:, :, 0, :] = v
+        out[:, :, -1, :] = v
+        out[:, :, 1:-1, 0] = v
+        out[:, :, 1:-1, -1] = v
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        grad_x = grad_value = None
+        if ctx.needs_input_grad[0]:
+            grad_x = grad[:, :, 1:-1, 1:-1].contiguous(memory_format=ctx.memory_format)
+        if ctx.needs_input_grad[1]:
+            grad_value = (
+                grad[:, :, 0, :].sum((0, 2))
+                + grad[:, :, -1, :].sum((0, 2))
+                + grad[:, :, 1:-1, 0].sum((0, 2))
+                + grad[:, :, 1:-1, -1].sum((0, 2))
+            )
+        return grad_x, grad_value
 
 
 def _bn_zero_output(bn: nn.BatchNorm2d) -> Tensor:
@@ -215,6 +259,17 @@ class RepConv3x3(Fusable):
         out.add_(self.branch_1x1_3x3(x))
         out.add_(self.branch_sobel_x(x))
         return out.add_(self.branch_sobel_y(x))
+
+    def reference_forward(self, x: Tensor) -> Tensor:
+        """The six branches one by one, as published (what `forward` computes)."""
+        return (
+            self.branch_3x3(x)
+            + self.branch_1x1(x)
+            + self.branch_avg(x)
+            + self.branch_1x1_3x3(x)
+            + self.branch_sobel_x(x)
+            + self.branch_sobel_y(x)
+        )
 
     def fused_kernel_bias(self) -> tuple[Tensor, Tensor]:
         kernel_3x3, bias = self.branch_3x3.folded()
