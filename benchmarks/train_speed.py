@@ -71,7 +71,7 @@ def main() -> None:
     ours = create_model(args.model, scale=args.scale).train()
     models = {}
     if args.which in ("both", "ours"):
-        models["ours"] = ours.to(memory_format=torch.channels_last)
+        models["ours"] = ours  # as lipt train: weights contiguous, activations channels-last
     if args.which in ("both", "published"):
         models["published"] = _published(ours).train()
     optimizers = {

@@ -46,8 +46,11 @@ def resolve_config(
 def train_with_progress(config, *, resume: bool, quiet: bool = False):
     """Run `lipt_core.training.train`, showing steps, loss, steps/s, validation and
     checkpoints. Returns the TrainResult."""
+    import os
+
     from lipt_core.training import train
 
+    quiet = quiet or int(os.environ.get("RANK", "0")) != 0  # under torchrun only rank 0 shows
     columns = (
         TextColumn("[bold]train[/]"),
         BarColumn(),
@@ -90,6 +93,10 @@ def train_with_progress(config, *, resume: bool, quiet: bool = False):
 
 
 def render_result(result, config) -> None:
+    import os
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
     losses = result.losses
     if losses:
         tail = losses[-min(len(losses), 10) :]

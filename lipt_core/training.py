@@ -274,6 +274,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             out.write(data)
             out.flush()
             os.fsync(out.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temp, 0o666 & ~umask)  # mkstemp makes it 0600; give it a normal file's mode
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
@@ -602,6 +605,8 @@ def train(
         else "cpu"
     )
     dist_info = _init_distributed(device_kind)
+    if not dist_info.main:
+        emit = lambda event: None  # noqa: E731 - only rank 0 reports
     device = _pick_device(config, dist_info)
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -632,8 +637,9 @@ def train(
     from lipt_core.models.lipt import LIPT
 
     torch.manual_seed(config.seed)
+    # The network makes its activations channels-last itself; the weights stay contiguous
+    # (channels-last 1x1 kernels have strides DDP's gradient buckets do not expect).
     model = LIPT(model_config, inference=False).to(device).train()
-    model = model.to(memory_format=torch.channels_last)
     ema = copy.deepcopy(model).requires_grad_(False) if config.ema_decay > 0 else None
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.99), foreach=True)
     start_step, best_psnr = 0, None

@@ -246,3 +246,10 @@ def test_border_fill_matches_pad_and_where():
         theirs.backward(grad)
         assert torch.equal(leaves[0][0].grad, leaves[1][0].grad)
         torch.testing.assert_close(leaves[0][1].grad, leaves[1][1].grad)
+
+
+def test_example_config_parses():
+    from helpers import REPO_ROOT
+
+    config = TrainConfig.from_dict(read_config_file(REPO_ROOT / "configs/train_lipt_tiny_x4.toml"))
+    assert config.task == "sr" and config.scale == 4 and config.model == "lipt-tiny"
