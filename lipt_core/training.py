@@ -661,14 +661,17 @@ def train(
         atomic_write_bytes(output / "config.toml", config_to_toml(config).encode("utf-8"))
 
     dataset = PatchDataset(images, config)
+    # More loader processes than cores only slows the training step down (batches follow from
+    # the step number, so the count does not change what is trained).
+    workers = min(config.workers, os.cpu_count() or 1)
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_sampler=StepBatches(start_step, config.batch_size, dist_info.rank, dist_info.world),
-        num_workers=config.workers,
+        num_workers=workers,
         pin_memory=device.type == "cuda",
-        worker_init_fn=_ignore_sigint if config.workers else None,
+        worker_init_fn=_ignore_sigint if workers else None,
         persistent_workers=False,
-        prefetch_factor=4 if config.workers else None,
+        prefetch_factor=4 if workers else None,
     )
     amp_dtype = _autocast_dtype(config, device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
