@@ -480,6 +480,20 @@ class PublishedLIPT(nn.Module):
         return x[:, :, : h * self.scale, : w * self.scale]
 
 
+def published_config(config) -> dict:
+    """The published configuration dict of one of our `LIPTConfig`s (same network)."""
+    return {
+        "scale": config.scale,
+        "colors": config.colors,
+        "m_elan": config.num_stages,
+        "c_elan": config.channels,
+        "n_share": config.n_share,
+        "r_expand": config.r_expand,
+        "window_sizes": [config.window_size, config.window_size],
+        "rgb_range": config.rgb_range,
+    }
+
+
 def build_published_lipt(config: dict) -> PublishedLIPT:
     """Build the published-layout LIPT from a config dict (reference-metadata format)."""
     return PublishedLIPT(

@@ -12,42 +12,19 @@ fused, project_inp's BatchNorm not); `--fold-published` folds that too, for a st
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import platform
 import random
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
+# Run as `python benchmarks/speed.py`: this folder is on sys.path.
+from published_lipt import build_published_lipt, deploy, published_config
+
 from lipt_core import create_model, reparameterize
-
-HERE = Path(__file__).resolve().parent
-
-
-def _load_published_module():
-    spec = importlib.util.spec_from_file_location("published_lipt", HERE / "published_lipt.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["published_lipt"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def _published_config(ours) -> dict:
-    c = ours.config
-    return {
-        "scale": c.scale,
-        "colors": c.colors,
-        "m_elan": c.num_stages,
-        "c_elan": c.channels,
-        "n_share": c.n_share,
-        "r_expand": c.r_expand,
-        "window_sizes": [c.window_size, c.window_size],
-        "rgb_range": c.rgb_range,
-    }
 
 
 def cpu_name() -> str:
@@ -74,15 +51,14 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    published = _load_published_module()
     width, height = (int(v) for v in args.size.lower().split("x"))
     image = torch.rand(1, 3, height, width) * 255
 
     contenders = {}
     for name in args.models.split(","):
         ours = reparameterize(create_model(name, scale=args.scale).eval())
-        theirs = published.build_published_lipt(_published_config(ours)).eval()
-        theirs = published.deploy(theirs, fold_project_inp=args.fold_published)
+        theirs = build_published_lipt(published_config(ours.config)).eval()
+        theirs = deploy(theirs, fold_project_inp=args.fold_published)
         contenders[f"{name} (ours)"] = ours
         contenders[f"{name} (published)"] = theirs
 

@@ -14,40 +14,23 @@ after the warm-up ones is reported.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from lipt_core import create_model
+# Run as `python benchmarks/train_speed.py`: this folder is on sys.path.
+from published_lipt import build_published_lipt, published_config
 
-HERE = Path(__file__).resolve().parent
+from lipt_core import create_model
 
 
 def _published(ours):
-    spec = importlib.util.spec_from_file_location("published_lipt", HERE / "published_lipt.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["published_lipt"] = module
-    spec.loader.exec_module(module)
-    c = ours.config
-    return module.build_published_lipt(
-        {
-            "scale": c.scale,
-            "colors": c.colors,
-            "m_elan": c.num_stages,
-            "c_elan": c.channels,
-            "n_share": c.n_share,
-            "r_expand": c.r_expand,
-            "window_sizes": [c.window_size, c.window_size],
-            "rgb_range": c.rgb_range,
-        }
-    )
+    return build_published_lipt(published_config(ours.config))
 
 
 def main() -> None:
