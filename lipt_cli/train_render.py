@@ -62,6 +62,10 @@ def train_with_progress(config, *, resume: bool, quiet: bool = False):
     )
     progress = Progress(*columns, console=console, disable=quiet, transient=False)
     task_id = progress.add_task("train", total=config.steps, loss="-", speed="-", lr="-")
+    # Without a terminal (a log file, a batch job) the bar is not drawn: a plain line at every
+    # checkpoint says how far the run is instead.
+    plain = not quiet and not console.is_terminal
+    latest: dict[str, str] = {}
 
     def on_event(event) -> None:
         if event.kind == "start":
@@ -72,17 +76,21 @@ def train_with_progress(config, *, resume: bool, quiet: bool = False):
                 + (f"; resumed at step {event.step}" if event.step else "")
             )
         elif event.kind == "step":
-            progress.update(
-                task_id,
-                completed=event.step,
+            latest.update(
                 loss=f"{event.loss:.4f}",
                 speed=f"{event.steps_per_sec:.2f}" if event.steps_per_sec else "-",
                 lr=f"{event.lr:.2e}",
             )
+            progress.update(task_id, completed=event.step, **latest)
         elif event.kind == "validation":
             progress.console.print(
                 f"step {event.step}: validation PSNR {event.val_psnr:.3f} dB "
                 f"(best {event.best_psnr:.3f})"
+            )
+        elif event.kind == "checkpoint" and plain and latest:
+            progress.console.print(
+                f"step {event.step}/{event.steps}: loss {latest['loss']}, "
+                f"{latest['speed']} steps/s, lr {latest['lr']}; wrote {event.path}"
             )
         elif event.kind == "checkpoint" and not quiet:
             progress.console.print(f"step {event.step}: wrote {event.path}", style="dim")

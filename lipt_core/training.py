@@ -5,7 +5,7 @@ function of (seed, step, rank, sample), so a resumed run sees exactly the batche
 uninterrupted one would, whatever the number of DataLoader workers.
 
 Checkpoints are `.pt` dicts that `load_checkpoint` reads (weights_only): `lipt_config`,
-`state_dict` (the EMA weights, training form), `task`, `step`, `best_psnr`, and `train_state`
+`state_dict` (the EMA weights, in the form trained), `task`, `step`, `best_psnr`, and `train_state`
 (raw weights, EMA, optimizer, RNG) for `resume`. `lipt convert` turns one into the inference form.
 """
 
@@ -35,6 +35,7 @@ from PIL import Image as PILImage
 from lipt_core.errors import CheckpointError, InputError, UsageError
 
 TASKS = ("sr", "denoise", "car")
+FORMS = ("training", "inference")
 SCHEDULES = ("cosine", "multistep", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -52,6 +53,13 @@ class TrainConfig:
     task: str = "sr"
     model: str = "lipt-tiny"
     model_overrides: dict[str, Any] = field(default_factory=dict)
+    # Which form of the network is trained: "training" (multi-branch HRM convolutions with
+    # BatchNorm, as published) or "inference" (the plain convolutions that are deployed; 3.7x
+    # cheaper per step on CPU, so more steps for the same compute).
+    form: str = "training"
+    # Warm start: weights from this checkpoint (any form `load_checkpoint` reads) wherever name
+    # and shape match, e.g. the body of an x4 model for an x2 one. Ignored when resuming.
+    init_from: str = ""
     scale: int = 4
     colors: int = 3
     train_dirs: list[str] = field(default_factory=list)
@@ -93,6 +101,8 @@ class TrainConfig:
             problems.append(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
         if self.task in ("denoise", "car") and self.scale != 1:
             self.scale = 1
+        if self.form not in FORMS:
+            problems.append(f"form must be one of {', '.join(FORMS)}, got {self.form!r}")
         if self.schedule not in SCHEDULES:
             problems.append(f"schedule must be one of {', '.join(SCHEDULES)}")
         if self.precision not in PRECISIONS:
@@ -639,16 +649,23 @@ def train(
     torch.manual_seed(config.seed)
     # The network makes its activations channels-last itself; the weights stay contiguous
     # (channels-last 1x1 kernels have strides DDP's gradient buckets do not expect).
-    model = LIPT(model_config, inference=False).to(device).train()
-    ema = copy.deepcopy(model).requires_grad_(False) if config.ema_decay > 0 else None
+    model = LIPT(model_config, inference=config.form == "inference").to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.99), foreach=True)
     start_step, best_psnr = 0, None
 
     source = output / "last.pt" if resume is True else Path(resume) if resume else None
-    if source is not None and source.exists():
-        start_step, best_psnr = _restore(source, model_config, model, ema, optimizer)
-    elif resume and resume is not True:
+    resuming = source is not None and source.exists()
+    if resume and resume is not True and not resuming:
         raise CheckpointError(f"{source}: no such checkpoint to resume from")
+    start_notes = [f"{len(images)} training images"]
+    if config.init_from and not resuming:
+        start_notes.append(warm_start(model, config.init_from))
+    elif config.form == "inference" and not resuming:
+        first = torch.stack([PatchDataset(images, config)[i][0] for i in range(config.batch_size)])
+        normalise_attention_inputs(model, first.to(device))
+    ema = copy.deepcopy(model).requires_grad_(False) if config.ema_decay > 0 else None
+    if resuming:
+        start_step, best_psnr = _restore(source, model_config, model, ema, optimizer)
 
     net: torch.nn.Module = model
     if dist_info.world > 1:
@@ -709,7 +726,7 @@ def train(
     stop_at = config.steps
     if max_steps_this_run is not None:
         stop_at = min(stop_at, start_step + max_steps_this_run)
-    emit(TrainEvent("start", step, config.steps, message=f"{len(images)} training images"))
+    emit(TrainEvent("start", step, config.steps, message="; ".join(start_notes)))
     interrupted = False
     window_start, window_steps = time.perf_counter(), 0
     with _StopFlag() as stop, contextlib.ExitStack() as stack:
@@ -790,6 +807,81 @@ def train(
 
         dist.barrier()
     return TrainResult(step, losses, best_psnr, last_path, interrupted, model)
+
+
+@torch.no_grad()
+def normalise_attention_inputs(model: torch.nn.Module, batch: torch.Tensor) -> None:
+    """Rescale every attention input projection so that, on `batch`, each of its output
+    channels has mean 0 and standard deviation 1, as the training form's BatchNorm makes them.
+
+    Why: LIPT's attention has no 1/sqrt(d) scaling, and plain convolutions with PyTorch's default
+    initialisation on 0..255 images give logits in the tens of thousands: the softmax is a hard
+    argmax whose gradient vanishes, and the attention never learns. The training form escapes
+    this through its BatchNorm; an inference-form run starts from this equivalent instead.
+    Layers are visited in forward order, each seeing the already rescaled layers before it.
+    """
+    from lipt_core.models.attention import NVSMSA
+
+    def rescale(conv: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        out = F.conv2d(inputs[0], conv.weight, conv.bias)
+        mean = out.mean(dim=(0, 2, 3))
+        std = out.std(dim=(0, 2, 3)).clamp_min(1e-6)
+        conv.weight.div_(std.view(-1, 1, 1, 1))
+        conv.bias.sub_(mean).div_(std)
+
+    hooks = [
+        module.project_inp.register_forward_pre_hook(rescale)
+        for module in model.modules()
+        if isinstance(module, NVSMSA) and isinstance(module.project_inp, torch.nn.Conv2d)
+    ]
+    try:
+        was_training = model.training
+        model.eval()
+        model(batch.contiguous(memory_format=torch.channels_last))
+        model.train(was_training)
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+@torch.no_grad()
+def warm_start(model: torch.nn.Module, source: str | os.PathLike) -> str:
+    """Copy into `model` every tensor of checkpoint `source` whose name and shape match.
+
+    A training-form checkpoint is folded first when `model` is in inference form. What is not
+    taken over (a tail for another scale, a head for other colours) keeps its initialisation and
+    is named in the returned summary; a checkpoint that matches nothing is an error.
+    """
+    from lipt_core.checkpoint import load_checkpoint
+    from lipt_core.reparam import reparameterize
+
+    donor, _ = load_checkpoint(source)
+    if getattr(model, "inference", False) and not getattr(donor, "inference", False):
+        donor = reparameterize(donor)
+    elif not getattr(model, "inference", False) and getattr(donor, "inference", False):
+        raise CheckpointError(
+            f"{source}: holds the inference form; a training-form run cannot start from it "
+            '(set form = "inference")'
+        )
+    donor_state = donor.state_dict()
+    target = model.state_dict()
+    taken, fresh = [], []
+    for key, value in target.items():
+        match = donor_state.get(key)
+        if match is not None and match.shape == value.shape:
+            value.copy_(match)
+            taken.append(key)
+        elif not key.endswith("num_batches_tracked"):
+            fresh.append(key)
+    if not taken:
+        raise CheckpointError(f"{source}: no tensor matches this network; cannot warm-start")
+    unused = sorted(set(donor_state) - set(target))
+    summary = f"warm start from {source}: {len(taken)} tensors taken"
+    if fresh:
+        summary += f"; newly initialised: {', '.join(fresh)}"
+    if unused:
+        summary += f"; not used: {', '.join(unused)}"
+    return summary
 
 
 def _shutdown(batches: Any) -> None:

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from lipt_core.checkpoint import load_checkpoint, read_tensors
-from lipt_core.errors import UsageError
+from lipt_core.errors import CheckpointError, UsageError
 from lipt_core.training import (
     PatchDataset,
     TrainConfig,
@@ -248,8 +248,104 @@ def test_border_fill_matches_pad_and_where():
         torch.testing.assert_close(leaves[0][1].grad, leaves[1][1].grad)
 
 
-def test_example_config_parses():
+def test_example_configs_parse():
     from helpers import REPO_ROOT
 
     config = TrainConfig.from_dict(read_config_file(REPO_ROOT / "configs/train_lipt_tiny_x4.toml"))
     assert config.task == "sr" and config.scale == 4 and config.model == "lipt-tiny"
+    release = {
+        path.stem: TrainConfig.from_dict(read_config_file(path))
+        for path in sorted((REPO_ROOT / "configs/release").glob("*.toml"))
+    }
+    assert set(release) == {"sr_x2", "sr_x3", "sr_x4", "denoise", "car"}
+    assert all(c.form == "inference" and c.model == "lipt-tiny" for c in release.values())
+    assert [release[f"sr_x{s}"].scale for s in (2, 3, 4)] == [2, 3, 4]
+    assert release["sr_x2"].init_from == "training-runs/sr_x4/last.pt"
+    for config in release.values():  # never trained on the validation sets
+        assert not any(name in d for d in config.train_dirs for name in ("Set5", "Set14", "B100"))
+
+
+def test_inference_form_trains_and_converts(tmp_path):
+    config = tiny_config(
+        tmp_path, form="inference", steps=40, checkpoint_every=100, lr=3e-3, ema_decay=0.0
+    )
+    result = train(config)
+    assert result.model.form == "inference"
+    first, last = np.mean(result.losses[:5]), np.mean(result.losses[-5:])
+    assert last < 0.7 * first
+    model, _ = load_checkpoint(Path(config.output) / "last.pt")
+    assert model.form == "inference"
+    from lipt_core.convert import convert_checkpoint
+
+    report = convert_checkpoint(Path(config.output) / "last.pt", tmp_path / "x2.safetensors")
+    assert report.agreement.max_abs_error == 0.0
+
+
+def test_inference_form_starts_with_normalised_attention_inputs():
+    """As the training form's BatchNorm would: q/v channels with mean 0, std 1 on the batch (the
+    default initialisation gives attention logits of ~1e4: a hard argmax that cannot learn)."""
+    from lipt_core import create_model
+    from lipt_core.models.attention import NVSMSA
+    from lipt_core.training import normalise_attention_inputs
+
+    torch.manual_seed(0)
+    model = create_model("lipt-tiny", scale=2, inference=True, **TINY).train()
+    batch = torch.rand(3, 3, 24, 24) * 255
+    normalise_attention_inputs(model, batch)
+    assert model.training
+    seen = []
+    hooks = [
+        m.project_inp.register_forward_hook(lambda mod, i, out: seen.append(out))
+        for m in model.modules()
+        if isinstance(m, NVSMSA)
+    ]
+    with torch.no_grad():
+        model(batch)
+    for hook in hooks:
+        hook.remove()
+    assert len(seen) == len(hooks) == 2
+    for out in seen:
+        torch.testing.assert_close(
+            out.mean(dim=(0, 2, 3)), torch.zeros(out.shape[1]), atol=1e-4, rtol=0
+        )
+        torch.testing.assert_close(
+            out.std(dim=(0, 2, 3)), torch.ones(out.shape[1]), atol=1e-4, rtol=0
+        )
+
+
+def test_warm_start_takes_every_matching_tensor(tmp_path):
+    donor = tiny_config(tmp_path, output=str(tmp_path / "x2"), steps=2)
+    train(donor)
+    donor_state = load_checkpoint(tmp_path / "x2" / "last.pt")[0].state_dict()
+
+    # x2 training form -> x3 inference form: folded first; the x3 tail is new.
+    events = []
+    x3 = tiny_config(
+        tmp_path,
+        output=str(tmp_path / "x3"),
+        scale=3,
+        form="inference",
+        init_from=str(tmp_path / "x2" / "last.pt"),
+        steps=1,
+        lr=1e-12,
+    )
+    result = train(x3, progress=events.append)
+    start = next(e for e in events if e.kind == "start").message
+    assert "newly initialised: tail.weight, tail.bias" in start
+    assert "not used: tail.weight" not in start  # same name, other shape: re-initialised
+    from lipt_core.reparam import reparameterize
+
+    folded = reparameterize(load_checkpoint(tmp_path / "x2" / "last.pt")[0]).state_dict()
+    trained = result.model.state_dict()
+    for key, value in trained.items():
+        if not key.startswith("tail."):
+            torch.testing.assert_close(value, folded[key], rtol=1e-5, atol=1e-6, msg=key)
+    assert trained["tail.weight"].shape[0] != donor_state["tail.weight"].shape[0]
+
+    # Resuming ignores init_from; a folded donor cannot seed a training-form run.
+    again = train(x3, resume=True, progress=events.append)
+    assert again.step == 1
+    with pytest.raises(CheckpointError, match="holds the inference form"):
+        train(tiny_config(tmp_path, output=str(tmp_path / "t"), init_from=x3.output + "/last.pt"))
+    with pytest.raises(UsageError, match="form must be one of"):
+        tiny_config(tmp_path, form="fused")
