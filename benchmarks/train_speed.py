@@ -1,7 +1,8 @@
 """Training-step speed on CPU: ours against the published implementation's way of computing.
 
 One Adam step = forward of the training form (multi-branch HRM convolutions with BatchNorm in
-train mode), L1 loss, backward, Adam update. 16 patches of 48x48 LR, x4, lipt-tiny, 2 threads by
+train mode; `--form inference`: the plain-convolution form, as `configs/release/` trains), L1
+loss, backward, Adam update. 16 patches of 48x48 LR, x4, lipt-tiny, 2 threads by
 default. Data loading is EXCLUDED (the same random batch every step; `lipt train` makes batches
 in DataLoader workers, overlapped with the step). The two models are timed interleaved step by
 step in one process, so their ratio holds on a noisy machine; the median of the timed steps
@@ -9,6 +10,7 @@ after the warm-up ones is reported.
 
     python benchmarks/train_speed.py                     # ours and published, 10 steps each
     python benchmarks/train_speed.py --steps 20 --which ours --json out.json
+    python benchmarks/train_speed.py --form inference
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 # Run as `python benchmarks/train_speed.py`: this folder is on sys.path.
-from published_lipt import build_published_lipt, published_config
+from published_lipt import build_published_lipt, deploy, published_config
 
 from lipt_core import create_model
 
@@ -44,6 +46,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="timed steps per model")
     parser.add_argument("--which", choices=["both", "ours", "published"], default="both")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--form",
+        choices=["training", "inference"],
+        default="training",
+        help="which form is trained (inference: plain convolutions, as configs/release/ do)",
+    )
     parser.add_argument("--flush-denormal", action="store_true")
     parser.add_argument("--fused-adam", action="store_true")
     args = parser.parse_args()
@@ -53,10 +61,14 @@ def main() -> None:
     torch.manual_seed(0)
     ours = create_model(args.model, scale=args.scale).train()
     models = {}
-    if args.which in ("both", "ours"):
-        models["ours"] = ours  # as lipt train: weights contiguous, activations channels-last
     if args.which in ("both", "published"):
         models["published"] = _published(ours).train()
+        if args.form == "inference":
+            deploy(models["published"], fold_project_inp=True)
+    if args.form == "inference":
+        ours = create_model(args.model, scale=args.scale, inference=True).train()
+    if args.which in ("both", "ours"):
+        models["ours"] = ours  # as lipt train: weights contiguous, activations channels-last
     optimizers = {
         k: torch.optim.Adam(m.parameters(), lr=2e-4, fused=args.fused_adam or None)
         for k, m in models.items()
@@ -90,6 +102,7 @@ def main() -> None:
     result = {
         "setup": {
             "model": args.model,
+            "form": args.form,
             "scale": args.scale,
             "batch": args.batch,
             "lr_patch": args.patch,

@@ -5,7 +5,7 @@ _lipt() {
         case "$word" in -*) ;; *) cmd="$word"; break ;; esac
     done
     if [[ -z "$cmd" ]]; then
-        COMPREPLY=( $(compgen -W "convert completion eval bench sr denoise car train --version -h --help" -- "$cur") )
+        COMPREPLY=( $(compgen -W "convert completion eval bench sr denoise car models train --version -h --help" -- "$cur") )
         return
     fi
     case "$cmd" in
@@ -134,6 +134,16 @@ _lipt() {
                 COMPREPLY=( $(compgen -W "--quality --output -o --format --recursive -r --skip-existing --overwrite --model --weights --tile --tile-overlap --device --precision --json --shard --quiet -q -h --help" -- "$cur") )
             else
                 COMPREPLY=( $(compgen -f -- "$cur") )
+            fi
+            ;;
+        models)
+            case "$prev" in
+                --json) COMPREPLY=( $(compgen -f -- "$cur") ); return ;;
+            esac
+            if [[ "$cur" == -* ]]; then
+                COMPREPLY=( $(compgen -W "--json -h --help" -- "$cur") )
+            else
+                COMPREPLY=()
             fi
             ;;
         train)

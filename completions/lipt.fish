@@ -17,7 +17,7 @@ complete -c lipt -n '__fish_use_subcommand' -a eval -d 'Score a model or a basel
 complete -c lipt -n '__fish_seen_subcommand_from eval' -l task -x -a 'sr denoise car' -d 'sr, denoise or car (JPEG artifact removal).'
 complete -c lipt -n '__fish_seen_subcommand_from eval' -l data -r -F -d 'Folder of clean (HR) images, e.g. ../shared/data/Set5/HR.'
 complete -c lipt -n '__fish_seen_subcommand_from eval' -l weights -r -F -d 'Checkpoint of the model to evaluate (any LIPT format).'
-complete -c lipt -n '__fish_seen_subcommand_from eval' -l model -x -d 'Preset the weights must be (lipt-tiny, lipt-small, lipt-base).'
+complete -c lipt -n '__fish_seen_subcommand_from eval' -l model -x -d 'Preset: without --weights, its bundled trained weights; with --weights, checked against them.'
 complete -c lipt -n '__fish_seen_subcommand_from eval' -l baseline -x -a 'bicubic identity' -d 'Trivial method: bicubic (sr), identity (denoise, car). Runs anyway next to a model, to show the gain.'
 complete -c lipt -n '__fish_seen_subcommand_from eval' -l scale -x -d 'SR factor.'
 complete -c lipt -n '__fish_seen_subcommand_from eval' -l sigma -x -d 'Noise level for denoise, 0..255 units.'
@@ -100,6 +100,9 @@ complete -c lipt -n '__fish_seen_subcommand_from car' -l json -r -F -d 'Also wri
 complete -c lipt -n '__fish_seen_subcommand_from car' -l shard -x -d 'K/N: restore only the K-th of N parts of the inputs (1-based).'
 complete -c lipt -n '__fish_seen_subcommand_from car' -l quiet -s q -d 'No progress and no summary.'
 complete -c lipt -n '__fish_seen_subcommand_from car' -s h -l help -d 'Show this message and exit.'
+complete -c lipt -n '__fish_use_subcommand' -a models -d 'List the trained weights that ship with lipt: task, scale, size, SHA-256, quality, file.'
+complete -c lipt -n '__fish_seen_subcommand_from models' -l json -r -F -d 'Also write the registry as JSON to FILE (\'-\': stdout only).'
+complete -c lipt -n '__fish_seen_subcommand_from models' -s h -l help -d 'Show this message and exit.'
 complete -c lipt -n '__fish_use_subcommand' -a train -d 'Train a LIPT model from folders of HR images (torchrun: DistributedDataParallel).'
 complete -c lipt -n '__fish_seen_subcommand_from train' -l config -r -F -d 'Training config (.toml or .json); flags override it.'
 complete -c lipt -n '__fish_seen_subcommand_from train' -l set -x -d 'Override any config field: key=value (repeatable).'
@@ -122,4 +125,4 @@ complete -c lipt -n '__fish_seen_subcommand_from train' -l output -r -F -d 'Run 
 complete -c lipt -n '__fish_seen_subcommand_from train' -l resume -d 'Continue from OUTPUT/last.pt (and its config).'
 complete -c lipt -n '__fish_seen_subcommand_from train' -l quiet -s q -d 'No progress display.'
 complete -c lipt -n '__fish_seen_subcommand_from train' -s h -l help -d 'Show this message and exit.'
-# commands: convert completion eval bench sr denoise car train
+# commands: convert completion eval bench sr denoise car models train

@@ -137,7 +137,10 @@ def eval_(
     ] = None,
     model: Annotated[
         str | None,
-        typer.Option(help="Preset the weights must be (lipt-tiny, lipt-small, lipt-base)."),
+        typer.Option(
+            help="Preset: without --weights, its bundled trained weights; with --weights, "
+            "checked against them."
+        ),
     ] = None,
     baseline: Annotated[
         Baseline | None,
@@ -542,6 +545,27 @@ def car(
 ) -> None:
     """Remove JPEG compression artifacts (writes NAME_car.EXT)."""
     _restore("car", inputs, **{k: v for k, v in locals().items() if k != "inputs"})
+
+
+@app.command()
+def models(
+    json_path: Annotated[
+        Path | None,
+        typer.Option("--json", help="Also write the registry as JSON to FILE ('-': stdout only)."),
+    ] = None,
+) -> None:
+    """List the trained weights that ship with lipt: task, scale, size, SHA-256, quality, file."""
+    with cli_errors():
+        from lipt_cli.models_render import render_models, write_models_json
+        from lipt_core.pretrained import inventory
+
+        rows = inventory()
+        if json_path is not None:
+            write_models_json(rows, json_path)
+    if str(json_path) != "-":
+        render_models(rows)
+    if any(row["status"] != "ok" for row in rows):
+        raise typer.Exit(1)
 
 
 @app.command()

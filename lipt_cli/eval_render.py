@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import math
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,8 +10,6 @@ from rich import box
 from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
-
-from lipt_core.errors import InputError
 
 if TYPE_CHECKING:
     from lipt_core.evaluate import EvalConfig, EvalReport, Scores
@@ -157,11 +153,6 @@ def evaluate_with_progress(config: EvalConfig) -> EvalReport:
 
 def write_json(report: EvalReport, path: Path) -> None:
     """Write the report's JSON to `path` ('-': standard output)."""
-    text = json.dumps(report.to_dict(), indent=2) + "\n"
-    if str(path) == "-":
-        sys.stdout.write(text)
-        return
-    try:
-        path.write_text(text)
-    except OSError as error:
-        raise InputError(f"{path}: cannot write the JSON report ({error.strerror})") from None
+    from lipt_cli.render import write_json as write_value
+
+    write_value(report.to_dict(), path)

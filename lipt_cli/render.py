@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
@@ -11,6 +16,35 @@ if TYPE_CHECKING:
     from lipt_core.convert import ConversionReport
 
 console = Console(highlight=False)
+
+
+def write_json(value: Any, path: Path) -> None:
+    """`value` as indented JSON: to standard output for '-', else written atomically (temp file
+    in the folder, then rename). An unwritable path is an InputError naming it."""
+    from lipt_core.errors import InputError
+
+    text = json.dumps(value, indent=2) + "\n"
+    if str(path) == "-":
+        sys.stdout.write(text)
+        return
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp_name = tempfile.mkstemp(
+            prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
+        )
+    except OSError as error:
+        raise InputError(f"{path}: cannot write JSON ({error.strerror or error})") from None
+    try:
+        with os.fdopen(handle, "w") as stream:
+            stream.write(text)
+        os.replace(temp_name, path)
+    except OSError as error:
+        Path(temp_name).unlink(missing_ok=True)
+        raise InputError(f"{path}: cannot write JSON ({error.strerror or error})") from None
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
 
 
 def render_conversion(report: ConversionReport) -> None:

@@ -12,10 +12,7 @@ Errors for single files (and warnings) always go to stderr, one line each.
 
 from __future__ import annotations
 
-import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +32,7 @@ from rich.progress import (
 from rich.table import Table
 
 from lipt_cli.errors import error_console
+from lipt_cli.render import write_json
 
 if TYPE_CHECKING:
     from lipt_core.batch import BatchCallbacks, BatchPlan, BatchReport, FileResult
@@ -194,7 +192,7 @@ class RestoreView:
     def finish(self, report: BatchReport) -> None:
         self.stop()
         if self.json_output:
-            sys.stdout.write(json.dumps(report.to_dict(), indent=2) + "\n")
+            write_json(report.to_dict(), Path("-"))
             sys.stdout.flush()
             return
         if self.quiet:
@@ -257,13 +255,4 @@ class RestoreView:
 
 def write_report_json(report: BatchReport, path: Path) -> None:
     """The per-file report as JSON, written atomically (temp file in the folder, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(report.to_dict(), stream, indent=2)
-            stream.write("\n")
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    write_json(report.to_dict(), path)

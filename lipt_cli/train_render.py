@@ -87,7 +87,7 @@ def train_with_progress(config, *, resume: bool, quiet: bool = False):
                 f"step {event.step}: validation PSNR {event.val_psnr:.3f} dB "
                 f"(best {event.best_psnr:.3f})"
             )
-        elif event.kind == "checkpoint" and plain and latest:
+        elif event.kind == "checkpoint" and plain and latest and event.path.endswith("last.pt"):
             progress.console.print(
                 f"step {event.step}/{event.steps}: loss {latest['loss']}, "
                 f"{latest['speed']} steps/s, lr {latest['lr']}; wrote {event.path}"

@@ -51,7 +51,8 @@ FORMAT_EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "tiff": ".t
 _FORMAT_NAMES = {"png": "png", "jpg": "jpeg", "jpeg": "jpeg", "webp": "webp", "tif": "tiff"}
 _FORMAT_NAMES.update({"tiff": "tiff", "bmp": "bmp"})
 EXISTING_POLICIES = ("error", "skip", "overwrite")
-DEFAULT_MODEL = "lipt-small"
+DEFAULT_MODEL = "lipt-tiny"
+"""The preset whose bundled weights sr/denoise/car use without --model and --weights."""
 WRITE_BUFFER_BYTES = 1 << 30
 """Decoded results waiting for the writer may take this much memory before the model waits."""
 _GLOB_CHARS = re.compile(r"[*?\[]")
@@ -509,9 +510,12 @@ def build_restorer(request: RestoreRequest, callbacks: BatchCallbacks | None = N
         raise UsageError(
             f"unknown model {request.model!r}; valid models: {', '.join(sorted(PRESETS))}"
         )
-    weights = request.weights or default_weights(request.task, request.model or DEFAULT_MODEL)
+    weights = request.weights or default_weights(
+        request.task, request.model or DEFAULT_MODEL, scale=request.scale
+    )
     restorer = Restorer.from_weights(
         weights,
+        source=None if request.weights else f"{Path(weights).stem} (bundled)",
         task=request.task,
         download_progress=callbacks.on_download,
         device=request.device,
@@ -588,7 +592,7 @@ def restore_files(
         if request.weights is None:  # say so before looking at any file
             from lipt_core.weights import default_weights
 
-            default_weights(request.task, request.model or DEFAULT_MODEL)
+            default_weights(request.task, request.model or DEFAULT_MODEL, scale=request.scale)
         restorer = build_restorer(request, callbacks)
     info = restorer.info
     suffix = output_suffix(request.task, info.scale)

@@ -42,7 +42,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +105,8 @@ class EvalConfig:
         baseline: "bicubic" (sr) or "identity" (denoise, car); run anyway next to a model.
         weights: checkpoint of the model to evaluate: any file `load_checkpoint` reads, or an
             https URL (see `lipt_core.weights`).
-        model: preset name; only checked against the weights (no trained weights ship yet).
+        model: preset name: without `weights`, its bundled trained weights for the task (and
+            scale); with `weights`, checked against them.
         window_size: attention window for published checkpoints (shapes do not reveal it).
     """
 
@@ -396,10 +397,11 @@ def _plan(config: EvalConfig, restorer: EvalModel | None, *, model_pending: bool
     if task == "sr":
         gray = restorer is not None and restorer.colors == 1
     elif restorer is not None:
-        gray = restorer.colors == 1
-        if config.gray is not None and config.gray != gray:
-            wanted = "gray" if config.gray else "RGB"
-            raise UsageError(f"{restorer.name} has {restorer.colors} channel(s): not {wanted}")
+        # An RGB model can be scored on gray images (given as three equal channels, see
+        # `_run_model`); a gray model cannot be scored on colour.
+        gray = restorer.colors == 1 if config.gray is None else config.gray
+        if restorer.colors == 1 and not gray:
+            raise UsageError(f"{restorer.name} has 1 channel: not RGB")
     else:
         gray = config.gray if config.gray is not None else task == "car"
 
@@ -494,6 +496,17 @@ def _clean_image(image: np.ndarray, gray: bool) -> np.ndarray:
     return np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
 
 
+def _run_model(plan: _Plan, degraded: np.ndarray) -> np.ndarray:
+    """The model's uint8 result for a degraded (H, W, C) float image. A gray image given to an
+    RGB model goes in as three equal channels and its output's BT.601 luma is scored, as
+    `lipt car`/`lipt denoise` turn it back into a gray image."""
+    assert plan.restorer is not None
+    if degraded.shape[2] == 1 and plan.restorer.colors == 3:
+        out = plan.restorer.run(np.repeat(degraded, 3, axis=2))
+        return _quantize(_full_range_luma(out))[:, :, None]
+    return _quantize(plan.restorer.run(degraded))
+
+
 def _denoise_image(
     image: np.ndarray, name: str, plan: _Plan
 ) -> tuple[np.ndarray, dict[str, Scores]]:
@@ -504,7 +517,7 @@ def _denoise_image(
     if plan.baseline:
         scores["baseline"] = _score(_quantize(noisy * 255.0), clean)
     if plan.restorer is not None:
-        scores["model"] = _score(_quantize(plan.restorer.run(noisy * 255.0)), clean)
+        scores["model"] = _score(_run_model(plan, (noisy * 255.0).astype(np.float32)), clean)
     return clean, scores
 
 
@@ -516,7 +529,7 @@ def _car_image(image: np.ndarray, plan: _Plan) -> tuple[np.ndarray, dict[str, Sc
     if plan.baseline:
         scores["baseline"] = _score(compressed, clean, blocking=True)
     if plan.restorer is not None:
-        restored = _quantize(plan.restorer.run(compressed.astype(np.float32)))
+        restored = _run_model(plan, compressed.astype(np.float32))
         scores["model"] = _score(restored, clean, blocking=True)
     return clean, scores
 
@@ -530,9 +543,9 @@ def evaluate(
     """Score the baseline and/or a model on every image of `config.data` (see the module).
 
     The model is `restorer` if given, else the checkpoint `config.weights`. With a model, the
-    task's baseline runs too, so the report shows the gain. Raises UsageError for an
-    inconsistent request (and for `config.model` without weights: none are trained yet),
-    InputError for unusable data.
+    task's baseline runs too, so the report shows the gain. `config.model` without weights
+    evaluates that preset's bundled weights. Raises UsageError for an inconsistent request (or a
+    preset with no bundled weights for the task), InputError for unusable data.
     """
     weights = config.weights
     local = weights is not None and "://" not in str(weights)
@@ -540,9 +553,11 @@ def evaluate(
         raise InputError(f"{weights}: no such file")
     if restorer is None and config.model is not None and config.weights is None:
         from lipt_core.models.config import preset_config
+        from lipt_core.weights import default_weights
 
         preset_config(config.model)  # unknown names fail with the list of presets
-        raise UsageError(f"no trained weights for {config.model} yet; pass --weights FILE")
+        scale = config.scale if config.task == "sr" else None
+        config = replace(config, weights=default_weights(config.task, config.model, scale=scale))
     # Check the request before reading any file or loading a model.
     loading = restorer is None and config.weights is not None
     _plan(config, restorer, model_pending=loading)

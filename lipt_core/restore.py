@@ -383,19 +383,21 @@ class Restorer:
         window_size: int | None = None,
         download_progress: Callable[[int, int | None], None] | None = None,
         cache_dir: str | os.PathLike | None = None,
+        source: str | None = None,
         **options: Any,
     ) -> Restorer:
         """A Restorer from a weights file or an ``https://`` URL (``#sha256=HEX`` to pin it).
 
-        URLs are downloaded once into the cache (`lipt_core.weights`); ``options`` are those of
-        the constructor.
+        URLs are downloaded once into the cache (`lipt_core.weights`); ``source`` names the
+        weights in messages (default: ``weights`` itself); ``options`` are those of the
+        constructor.
         """
         from lipt_core.checkpoint import load_checkpoint
         from lipt_core.weights import resolve_weights
 
         path = resolve_weights(weights, cache_dir=cache_dir, progress=download_progress)
         model, metadata = load_checkpoint(path, window_size=window_size)
-        return cls(model, metadata, task=task, source=str(weights), **options)
+        return cls(model, metadata, task=task, source=source or str(weights), **options)
 
     # -- options --------------------------------------------------------------------------
 

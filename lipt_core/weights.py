@@ -12,9 +12,9 @@ would protect the download in transit. ``file://`` URLs are not accepted: pass t
 The cache lives in ``platformdirs.user_cache_dir("lipt")/weights`` unless ``LIPT_CACHE_DIR``
 names another folder.
 
-Trained weights: `TRAINED_WEIGHTS` maps (task, model) to a pinned URL. It is empty until trained
-weights are published (another issue ships them); until then `default_weights` says so, and the
-CLI asks for ``--weights`` instead of ever running random weights as if they were trained.
+Trained weights ship inside the package (`lipt_core.pretrained`); `default_weights` picks the
+one for a task, checks its hash and returns its path, and says clearly when there is none, so
+the CLI asks for ``--weights`` instead of ever running random weights as if they were trained.
 """
 
 from __future__ import annotations
@@ -40,26 +40,16 @@ CHUNK = 1 << 20
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 _PIN = re.compile(r"sha256=([0-9a-fA-F]{64})")
 
-TRAINED_WEIGHTS: dict[tuple[str, str], str] = {}
-"""(task, model preset) -> ``https://...#sha256=HEX`` of published trained weights. Empty for
-now: no trained weights exist yet."""
 
+def default_weights(task: str, model: str, *, scale: int | None = None) -> Path:
+    """The bundled trained weights for ``task`` with preset ``model`` (SR: x``scale``, default
+    x4), verified against the registry's SHA-256.
 
-def default_weights(task: str, model: str) -> str:
-    """The pinned URL of the trained weights for ``task`` with preset ``model``.
-
-    Raises UsageError (exit 2) when there are none: never fall back to random weights.
+    Raises UsageError (exit 2) when none ship: never fall back to random weights.
     """
-    url = TRAINED_WEIGHTS.get((task, model))
-    if url is None:
-        if any(t == task for t, _ in TRAINED_WEIGHTS):
-            models = ", ".join(sorted(m for t, m in TRAINED_WEIGHTS if t == task))
-            raise UsageError(
-                f"no trained weights for {task} with {model} yet (there are for {models}); "
-                "pass --weights FILE"
-            )
-        raise UsageError(f"no trained weights for {task} yet; pass --weights FILE")
-    return url
+    from lipt_core.pretrained import find_entry, verified_path
+
+    return verified_path(find_entry(task, model, scale=scale))
 
 
 def is_url(spec: str | os.PathLike) -> bool:
@@ -205,7 +195,6 @@ def download(
 
 __all__ = [
     "CACHE_ENV",
-    "TRAINED_WEIGHTS",
     "cached_path",
     "default_cache_dir",
     "default_weights",

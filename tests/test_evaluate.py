@@ -154,6 +154,24 @@ def test_car_identity_baseline(small_set):
     assert rgb.protocol["channel"] == "RGB"
 
 
+def test_an_rgb_model_on_gray_images(small_set):
+    """--color gray with an RGB model: three equal channels in, the output's luma scored."""
+    calls = []
+
+    def run(x):
+        calls.append(x.shape)
+        return x
+
+    same = EvalModel(name="same", scale=1, colors=3, run=run, task="car")
+    report = evaluate(EvalConfig(task="car", data=small_set, gray=True), restorer=same)
+    assert all(shape[2] == 3 for shape in calls) and report.protocol["channel"].startswith("gray")
+    for result in report.images:  # identity: the luma of equal channels is the gray image
+        assert result.scores["model"].psnr == pytest.approx(result.scores["baseline"].psnr)
+    gray_model = EvalModel(name="g", scale=1, colors=1, run=run, task="car")
+    with pytest.raises(UsageError, match="has 1 channel: not RGB"):
+        evaluate(EvalConfig(task="car", data=small_set, gray=False), restorer=gray_model)
+
+
 def test_gray_sources(tmp_path):
     folder = write_images(tmp_path / "gray", [(32, 32)], gray=True)
     sr = evaluate(EvalConfig(task="sr", data=folder, scale=2, baseline="bicubic"))
@@ -187,9 +205,12 @@ def test_checkpoint_model_end_to_end(small_set, tmp_path):
         evaluate(EvalConfig(task="sr", data=small_set, weights=weights, model="lipt-small"))
 
 
-def test_preset_without_weights_is_refused(small_set):
-    with pytest.raises(UsageError, match=r"no trained weights for lipt-tiny yet; pass --weights"):
-        evaluate(EvalConfig(task="sr", data=small_set, scale=4, model="lipt-tiny"))
+def test_a_preset_alone_evaluates_its_bundled_weights(small_set):
+    report = evaluate(EvalConfig(task="sr", data=small_set, scale=4, model="lipt-tiny"))
+    assert "lipt-tiny-sr-x4.safetensors" in report.methods["model"]
+    assert np.isfinite(report.mean("model").psnr)  # quality: tests/test_pretrained.py
+    with pytest.raises(UsageError, match=r"no trained weights for sr x4 with lipt-small"):
+        evaluate(EvalConfig(task="sr", data=small_set, scale=4, model="lipt-small"))
     with pytest.raises(UsageError, match="unknown model"):
         evaluate(EvalConfig(task="sr", data=small_set, scale=4, model="lipt-huge"))
 

@@ -90,6 +90,8 @@ def test_local_paths_pass_through(tmp_path):
 
 
 @pytest.mark.parametrize("task", ["sr", "denoise", "car"])
-def test_no_trained_weights_yet(task):
-    with pytest.raises(UsageError, match=f"no trained weights for {task} yet; pass --weights FILE"):
+def test_default_weights_are_the_bundled_ones(task):
+    path = default_weights(task, "lipt-tiny")
+    assert path.is_file() and path.parent.name == "pretrained"
+    with pytest.raises(UsageError, match=f"no trained weights for {task}.* with lipt-small"):
         default_weights(task, "lipt-small")

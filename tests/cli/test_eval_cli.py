@@ -86,8 +86,8 @@ def test_model_and_gain(images, tmp_path):
     ("args", "message"),
     [
         (
-            ["--task", "sr", "--scale", "4", "--model", "lipt-tiny"],
-            "no trained weights for lipt-tiny yet; pass --weights",
+            ["--task", "sr", "--scale", "4", "--model", "lipt-small"],
+            "no trained weights for sr x4 with lipt-small ship with lipt",
         ),
         (["--task", "sr", "--scale", "4"], "nothing to evaluate"),
         (

@@ -200,15 +200,32 @@ def test_shards_split_the_batch(tmp_path, weights):
     assert run("sr", tmp_path, "--weights", weights["sr"], "--shard", "3/2").exit_code == 2
 
 
-@pytest.mark.parametrize("task", ["sr", "denoise", "car"])
-def test_without_weights_there_is_nothing_to_run(tmp_path, task):
+@pytest.mark.parametrize(
+    ("task", "suffix", "factor"),
+    [("sr", "_x4", 4), ("denoise", "_denoised", 1), ("car", "_car", 1)],
+)
+def test_bundled_weights_serve_by_default(tmp_path, task, suffix, factor):
     PILImage.fromarray(u8()).save(tmp_path / "a.png")
     result = run(task, tmp_path / "a.png")
+    assert result.exit_code == 0, result.output
+    assert "lipt-tiny" in result.output
+    with PILImage.open(tmp_path / f"a{suffix}.png") as image:
+        assert image.size == (64 * factor, 48 * factor)
+    if task == "sr":
+        result = run("sr", tmp_path / "a.png", "--scale", "2", "-o", tmp_path / "b.png")
+        assert result.exit_code == 0 and PILImage.open(tmp_path / "b.png").size == (128, 96)
+
+
+@pytest.mark.parametrize("task", ["sr", "denoise", "car"])
+def test_a_preset_without_bundled_weights_is_refused(tmp_path, task):
+    PILImage.fromarray(u8()).save(tmp_path / "a.png")
+    result = run(task, tmp_path / "a.png", "--model", "lipt-small")
     assert result.exit_code == 2
-    assert (
-        result.stderr.strip()
-        == f"lipt: error: no trained weights for {task} yet; pass --weights FILE"
+    what = "sr x4" if task == "sr" else task
+    assert result.stderr.startswith(
+        f"lipt: error: no trained weights for {what} with lipt-small ship with lipt (there are: "
     )
+    assert result.stderr.strip().endswith("pass --weights FILE")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
 
 

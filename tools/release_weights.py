@@ -1,0 +1,266 @@
+"""Turn this project's training runs into the weights that ship in `lipt_core/pretrained/`.
+
+For each release below: fold the run's `last.pt` (the EMA weights; never a checkpoint picked by
+its validation score) into the inference form, write it as safetensors with its metadata, score
+it with `lipt eval`'s protocols on Set5/Set14/B100, and record file, SHA-256, size and scores in
+`lipt_core/pretrained/registry.json`. The full scores (SSIM, the baselines) go to
+`benchmarks/results/pretrained_eval.json`, and `--markdown` prints the README's model card.
+
+    python tools/release_weights.py                      # every release: export + eval
+    python tools/release_weights.py --only lipt-tiny-sr-x4 --no-eval
+    python tools/release_weights.py --markdown           # the model card from the saved scores
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "data"
+RESULTS = ROOT / "benchmarks" / "results" / "pretrained_eval.json"
+SR_SETS = ("Set5", "Set14", "B100")
+RESTORE_SETS = ("Set14", "B100")
+SIGMAS = (15, 25, 50)
+QUALITIES = (10, 20, 30, 40)
+
+
+@dataclass(frozen=True)
+class Release:
+    name: str
+    run: str  # training-runs/<run>: last.pt and config.toml
+
+
+RELEASES = (
+    Release("lipt-tiny-sr-x2", "sr_x2"),
+    Release("lipt-tiny-sr-x3", "sr_x3"),
+    Release("lipt-tiny-sr-x4", "sr_x4"),
+    Release("lipt-tiny-denoise", "denoise"),
+    Release("lipt-tiny-car", "car"),
+)
+
+
+def _atomic_json(path: Path, value: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(handle, "w") as stream:
+        json.dump(value, stream, indent=2)
+        stream.write("\n")
+    os.replace(temp, path)
+
+
+def _read_json(path: Path, default: object) -> object:
+    return json.loads(path.read_text()) if path.exists() else default
+
+
+def export(release: Release) -> dict:
+    """Fold and write the release's safetensors; its registry entry without scores."""
+    from lipt_core.checkpoint import load_checkpoint, read_tensors, save_model
+    from lipt_core.pretrained import FOLDER
+    from lipt_core.reparam import reparameterize
+    from lipt_core.weights import sha256_of
+
+    source = ROOT / "training-runs" / release.run / "last.pt"
+    model, _ = load_checkpoint(source)
+    contents, _ = read_tensors(source)
+    train = json.loads(contents["train_config"])
+    task, steps = contents["task"], int(contents["step"])
+    model = reparameterize(model)
+    condition, extra = "", {}
+    if task == "denoise":
+        low, high = train["sigma_range"]
+        condition, extra = f"sigma {low:g}-{high:g}", {"sigma": f"{low:g}-{high:g}"}
+    elif task == "car":
+        low, high = train["quality_range"]
+        condition, extra = f"quality {low}-{high}", {"quality": f"{low}-{high}"}
+    photos = sorted({Path(d).name for d in train["train_dirs"]})
+    training = (
+        f"{steps} Adam steps of {train['batch_size']} patches of {train['patch_size']}x"
+        f"{train['patch_size']} px (network input), {train['form']} form, on CPU; "
+        f"data: shared/data/train ({', '.join(photos)}); "
+        f"config: configs/release/{release.run}.toml"
+        + (f"; warm start: {Path(train['init_from']).parent.name}" if train["init_from"] else "")
+    )
+    path = FOLDER / f"{release.name}.safetensors"
+    save_model(
+        model,
+        path,
+        task=task,
+        name=release.name,
+        steps=str(steps),
+        training_data=", ".join(f"shared/data/train/{p}" for p in photos),
+        training=training,
+        **extra,
+    )
+    config = model.config
+    return {
+        "name": release.name,
+        "task": task,
+        "model": train["model"],
+        "scale": config.scale,
+        "colors": config.colors,
+        "file": path.name,
+        "sha256": sha256_of(path),
+        "size": path.stat().st_size,
+        "condition": condition,
+        "training": training,
+        "quality": {},
+    }
+
+
+def _mean_psnr(report, method: str) -> float:
+    return round(report.mean(method).psnr, 3)
+
+
+def evaluate_release(entry: dict) -> tuple[dict[str, float], list[dict]]:
+    """Scores under the published protocols: (registry's PSNR summary, full rows)."""
+    from lipt_core.evaluate import EvalConfig, evaluate, load_model
+    from lipt_core.pretrained import FOLDER
+
+    model = load_model(FOLDER / entry["file"], model=entry["model"])
+    summary, rows = {}, []
+
+    def run(label: str, data: str, **settings) -> None:
+        config = EvalConfig(task=entry["task"], data=SHARED / data / "HR", **settings)
+        report = evaluate(config, restorer=model)
+        model_scores, base = report.mean("model"), report.mean("baseline")
+        summary[label] = _mean_psnr(report, "model")
+        rows.append(
+            {
+                "set": data,
+                "label": label,
+                **{k: v for k, v in settings.items() if k != "gray"},
+                "colour": "Y" if settings.get("gray") else "RGB",
+                "psnr": round(model_scores.psnr, 3),
+                "ssim": round(model_scores.ssim, 4),
+                "psnr_b": None if model_scores.psnr_b is None else round(model_scores.psnr_b, 3),
+                "baseline_psnr": round(base.psnr, 3),
+                "baseline_ssim": round(base.ssim, 4),
+            }
+        )
+
+    if entry["task"] == "sr":
+        for data in SR_SETS:
+            run(f"{data} x{entry['scale']} PSNR-Y", data, scale=entry["scale"])
+    elif entry["task"] == "denoise":
+        for data in RESTORE_SETS:
+            for sigma in SIGMAS:
+                run(f"{data} sigma {sigma} PSNR", data, sigma=float(sigma), gray=False)
+    else:
+        for data in RESTORE_SETS:
+            for quality in QUALITIES:
+                run(f"{data} q{quality} PSNR-Y", data, quality=quality, gray=True)
+    return summary, rows
+
+
+PUBLISHED_SR = {  # LIPT-Tiny, Set5 / Set14 / B100 PSNR-Y (Qiao et al., Table of the paper)
+    2: (38.03, 33.61, 32.20),
+    3: (34.38, 30.32, 29.12),
+    4: (32.19, 28.60, 27.59),
+}
+
+
+def _cell(row: dict) -> str:
+    return f"{row['psnr']:.2f} / {row['ssim']:.4f}"
+
+
+def markdown(results: dict) -> str:
+    """The README's model card tables from the saved scores."""
+    out = ["Super-resolution, PSNR-Y (dB) / SSIM-Y:", ""]
+    out += ["| | Set5 | Set14 | B100 |", "|---|---|---|---|"]
+    for scale in (2, 3, 4):
+        rows = {r["set"]: r for r in results.get(f"lipt-tiny-sr-x{scale}", [])}
+        if not rows:
+            continue
+        out.append(
+            f"| **x{scale} lipt-tiny (bundled)** | "
+            + " | ".join(f"**{_cell(rows[name])}**" for name in SR_SETS)
+            + " |"
+        )
+        out.append(
+            f"| x{scale} LIPT-Tiny, published | "
+            + " | ".join(f"{v:.2f}" for v in PUBLISHED_SR[scale])
+            + " |"
+        )
+        out.append(
+            f"| x{scale} bicubic | "
+            + " | ".join(
+                f"{rows[name]['baseline_psnr']:.2f} / {rows[name]['baseline_ssim']:.4f}"
+                for name in SR_SETS
+            )
+            + " |"
+        )
+    denoise = results.get("lipt-tiny-denoise", [])
+    if denoise:
+        out += ["", "Blind colour denoising (one model for sigma 0-50), RGB PSNR (dB) / SSIM:", ""]
+        out += [
+            "| set | sigma | noisy input | lipt-tiny (bundled) | gain |",
+            "|---|---|---|---|---|",
+        ]
+        for row in denoise:
+            out.append(
+                f"| {row['set']} | {row['sigma']:g} | {row['baseline_psnr']:.2f} | "
+                f"**{_cell(row)}** | {row['psnr'] - row['baseline_psnr']:+.2f} |"
+            )
+    car = results.get("lipt-tiny-car", [])
+    if car:
+        out += [
+            "",
+            "Blind JPEG artifact removal (one colour model for quality 10-90), PSNR (dB) / "
+            "SSIM, and PSNR-B:",
+            "",
+        ]
+        out += [
+            "| set | quality | scored on | JPEG input | lipt-tiny (bundled) | PSNR-B | gain |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for row in car:
+            out.append(
+                f"| {row['set']} | {row['quality']} | {row['colour']} | "
+                f"{row['baseline_psnr']:.2f} | **{_cell(row)}** | {row['psnr_b']:.2f} | "
+                f"{row['psnr'] - row['baseline_psnr']:+.2f} |"
+            )
+    return "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", action="append", help="release name (repeatable)")
+    parser.add_argument("--no-eval", action="store_true", help="export only")
+    parser.add_argument("--markdown", action="store_true", help="print the model card")
+    args = parser.parse_args()
+    from lipt_core.pretrained import REGISTRY_FILE, registry
+
+    results = _read_json(RESULTS, {})
+    if args.markdown:
+        sys.stdout.write(markdown(results) + "\n")
+        return
+    releases = [r for r in RELEASES if not args.only or r.name in args.only]
+    for release in releases:
+        entry = export(release)
+        if not args.no_eval:
+            entry["quality"], results[release.name] = evaluate_release(entry)
+        # Re-read: several releases may be evaluated by parallel processes.
+        entries = {e["name"]: e for e in _read_json(REGISTRY_FILE, [])}
+        if args.no_eval and release.name in entries:
+            old = entries[release.name]
+            if old["sha256"] == entry["sha256"]:
+                entry["quality"] = old["quality"]
+        entries[release.name] = entry
+        order = [r.name for r in RELEASES]
+        _atomic_json(REGISTRY_FILE, sorted(entries.values(), key=lambda e: order.index(e["name"])))
+        if not args.no_eval:
+            saved = _read_json(RESULTS, {})
+            saved[release.name] = results[release.name]
+            _atomic_json(RESULTS, saved)
+        registry.cache_clear()
+        print(f"{release.name}: {entry['sha256'][:16]} {entry['size']} bytes {entry['quality']}")
+
+
+if __name__ == "__main__":
+    main()
