@@ -588,11 +588,7 @@ def restore_files(
     validate_request(request)
     fmt = normalise_format(request.format)
     shard = parse_shard(request.shard)
-    if restorer is None:
-        if request.weights is None:  # say so before looking at any file
-            from lipt_core.weights import default_weights
-
-            default_weights(request.task, request.model or DEFAULT_MODEL, scale=request.scale)
+    if restorer is None:  # before looking at any file: a missing model is said first
         restorer = build_restorer(request, callbacks)
     info = restorer.info
     suffix = output_suffix(request.task, info.scale)

@@ -643,6 +643,8 @@ def train(
             for p in find_images([config.val_dir])
         ]
 
+    dataset = PatchDataset(images, config)
+
     # Model, EMA, optimizer.
     from lipt_core.models.lipt import LIPT
 
@@ -661,7 +663,7 @@ def train(
     if config.init_from and not resuming:
         start_notes.append(warm_start(model, config.init_from))
     elif config.form == "inference" and not resuming:
-        first = torch.stack([PatchDataset(images, config)[i][0] for i in range(config.batch_size)])
+        first = torch.stack([dataset[i][0] for i in range(config.batch_size)])
         normalise_attention_inputs(model, first.to(device))
     ema = copy.deepcopy(model).requires_grad_(False) if config.ema_decay > 0 else None
     if resuming:
@@ -677,7 +679,6 @@ def train(
         output.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(output / "config.toml", config_to_toml(config).encode("utf-8"))
 
-    dataset = PatchDataset(images, config)
     # More loader processes than cores only slows the training step down (batches follow from
     # the step number, so the count does not change what is trained).
     workers = min(config.workers, os.cpu_count() or 1)
