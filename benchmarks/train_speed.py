@@ -70,7 +70,13 @@ def main() -> None:
     if args.which in ("both", "ours"):
         models["ours"] = ours  # as lipt train: weights contiguous, activations channels-last
     optimizers = {
-        k: torch.optim.Adam(m.parameters(), lr=2e-4, fused=args.fused_adam or None)
+        # ours as `lipt train` steps it (foreach Adam); the published code uses the default
+        k: torch.optim.Adam(
+            m.parameters(),
+            lr=2e-4,
+            fused=args.fused_adam or None,
+            foreach=(k == "ours" and not args.fused_adam) or None,
+        )
         for k, m in models.items()
     }
     low = torch.rand(args.batch, 3, args.patch, args.patch) * 255

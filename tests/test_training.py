@@ -200,54 +200,6 @@ def test_ddp_two_cpu_processes(tmp_path):
     assert any(moved)
 
 
-def test_fast_training_form_matches_the_published_branches():
-    """RepConv3x3.forward (in-place sum, custom border fill) == the six branches summed one by
-    one: outputs, every gradient, and BatchNorm running statistics, in training mode."""
-    from lipt_core.models.hrm import RepConv3x3
-
-    torch.manual_seed(0)
-    fast = RepConv3x3(6, 6).train()
-    reference = RepConv3x3(6, 6).train()
-    reference.load_state_dict(fast.state_dict())
-    x = torch.randn(3, 6, 10, 12).contiguous(memory_format=torch.channels_last)
-    x_fast, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
-    out_fast, out_ref = fast(x_fast), reference.reference_forward(x_ref)
-    torch.testing.assert_close(out_fast, out_ref, rtol=1e-5, atol=1e-5)
-    grad = torch.randn_like(out_ref)
-    out_fast.backward(grad)
-    out_ref.backward(grad)
-    torch.testing.assert_close(x_fast.grad, x_ref.grad, rtol=1e-5, atol=1e-5)
-    for (name, a), b in zip(fast.named_parameters(), reference.parameters(), strict=True):
-        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5, msg=name)
-    for (name, a), b in zip(fast.named_buffers(), reference.buffers(), strict=True):
-        torch.testing.assert_close(a, b, msg=name)
-
-
-def test_border_fill_matches_pad_and_where():
-    import torch.nn.functional as F
-
-    from lipt_core.models.hrm import _pad_with
-
-    def published(x, value):
-        out = F.pad(x, (1, 1, 1, 1))
-        border = torch.ones_like(out, dtype=torch.bool)
-        border[:, :, 1:-1, 1:-1] = False
-        return torch.where(border, value.view(1, -1, 1, 1), out)
-
-    for layout in (torch.channels_last, torch.contiguous_format):
-        x = torch.randn(2, 5, 7, 9).contiguous(memory_format=layout)
-        value = torch.randn(5)
-        leaves = [(x.clone().requires_grad_(), value.clone().requires_grad_()) for _ in "ab"]
-        ours, theirs = _pad_with(*leaves[0]), published(*leaves[1])
-        assert torch.equal(ours, theirs)
-        assert ours.is_contiguous(memory_format=layout)
-        grad = torch.randn_like(theirs)
-        ours.backward(grad)
-        theirs.backward(grad)
-        assert torch.equal(leaves[0][0].grad, leaves[1][0].grad)
-        torch.testing.assert_close(leaves[0][1].grad, leaves[1][1].grad)
-
-
 def test_example_configs_parse():
     from helpers import REPO_ROOT
 
