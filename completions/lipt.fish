@@ -86,7 +86,7 @@ complete -c lipt -n '__fish_use_subcommand' -a car -d 'Remove JPEG compression a
 complete -c lipt -n '__fish_seen_subcommand_from car' -F
 complete -c lipt -n '__fish_seen_subcommand_from car' -l quality -x -d 'JPEG quality the inputs were saved at (1..100), or auto: read from the JPEG quantisation tables.'
 complete -c lipt -n '__fish_seen_subcommand_from car' -l output -s o -r -F -d 'Output file (one input) or folder.'
-complete -c lipt -n '__fish_seen_subcommand_from car' -l format -x -a 'png jpeg webp tiff bmp' -d 'Output format.'
+complete -c lipt -n '__fish_seen_subcommand_from car' -l format -x -a 'png jpeg webp tiff bmp' -d 'Output format (JPEG again would put compression artifacts back).'
 complete -c lipt -n '__fish_seen_subcommand_from car' -l recursive -s r -d 'Descend into sub-folders, mirroring them under -o.'
 complete -c lipt -n '__fish_seen_subcommand_from car' -l skip-existing -d 'Skip inputs whose output already exists.'
 complete -c lipt -n '__fish_seen_subcommand_from car' -l overwrite -d 'Replace existing outputs.'

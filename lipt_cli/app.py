@@ -393,6 +393,13 @@ FormatOpt = Annotated[
     OutputFormat | None,
     typer.Option(help="Output format.", show_default="the input's; PNG if it cannot be written"),
 ]
+CarFormatOpt = Annotated[
+    OutputFormat | None,
+    typer.Option(
+        help="Output format (JPEG again would put compression artifacts back).",
+        show_default="PNG",
+    ),
+]
 RecursiveOpt = Annotated[
     bool,
     typer.Option("--recursive", "-r", help="Descend into sub-folders, mirroring them under -o."),
@@ -529,7 +536,7 @@ def car(
         ),
     ] = "auto",
     output: OutputOpt = None,
-    format: FormatOpt = None,
+    format: CarFormatOpt = None,
     recursive: RecursiveOpt = False,
     skip_existing: SkipExistingOpt = False,
     overwrite: OverwriteOpt = False,

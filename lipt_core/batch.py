@@ -17,8 +17,8 @@
 4. **Outputs** (`plan_outputs`). ``-o FILE`` for one input; ``-o FOLDER`` (created if needed)
    mirrors each input's path relative to its folder argument (sub-folders with ``recursive``);
    by default beside the input. Names are ``NAME_x4.EXT`` (sr), ``NAME_denoised.EXT`` and
-   ``NAME_car.EXT``, in the input's format when it can be written (PNG otherwise) unless a
-   format is given. Refused before any work: two inputs with the same output, an output that is
+   ``NAME_car.EXT``, in the input's format when it can be written (PNG otherwise; always PNG
+   for car, see `TASK_DEFAULT_FORMATS`) unless a format is given. Refused before any work: two inputs with the same output, an output that is
    an input, and an existing output unless ``existing`` is ``skip`` or ``overwrite``.
 5. **The pipeline.** A reader thread decodes the next image and a writer thread encodes the
    previous result while the model runs in the calling thread. A file that cannot be read,
@@ -50,6 +50,9 @@ TASK_SUFFIXES = {"sr": "_x{scale}", "denoise": "_denoised", "car": "_car"}
 FORMAT_EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "tiff": ".tif", "bmp": ".bmp"}
 _FORMAT_NAMES = {"png": "png", "jpg": "jpeg", "jpeg": "jpeg", "webp": "webp", "tif": "tiff"}
 _FORMAT_NAMES.update({"tiff": "tiff", "bmp": "bmp"})
+TASK_DEFAULT_FORMATS = {"car": "png"}
+"""Formats results are written in without --format, by task: a JPEG artifact remover that wrote
+JPEG again would put compression artifacts back."""
 EXISTING_POLICIES = ("error", "skip", "overwrite")
 DEFAULT_MODEL = "lipt-tiny"
 """The preset whose bundled weights sr/denoise/car use without --model and --weights."""
@@ -260,6 +263,12 @@ def normalise_format(format: str | None) -> str | None:
             f"unknown output format {format!r}: use {', '.join(sorted(FORMAT_EXTENSIONS))}"
         )
     return name
+
+
+def output_format(task: str, format: str | None) -> str | None:
+    """The format results are written in: the one asked for, else the task's default, else None
+    (each input's own where it can be written)."""
+    return normalise_format(format) or TASK_DEFAULT_FORMATS.get(task)
 
 
 def output_suffix(task: str, scale: int) -> str:
@@ -586,7 +595,7 @@ def restore_files(
     start = time.perf_counter()
     callbacks = callbacks or BatchCallbacks()
     validate_request(request)
-    fmt = normalise_format(request.format)
+    fmt = output_format(request.task, request.format)
     shard = parse_shard(request.shard)
     if restorer is None:  # before looking at any file: a missing model is said first
         restorer = build_restorer(request, callbacks)

@@ -259,7 +259,14 @@ def test_denoise_and_car(tmp_path, weights):
     result = run("car", tmp_path / "photo.jpg", "--weights", weights["car"], "--json", "-")
     assert result.exit_code == 0, result.output
     entry = json.loads(result.stdout)["files"][0]
-    assert entry["output"].endswith("photo_car.jpg") and entry["quality"] == 30
+    # written losslessly: JPEG again would put artifacts back
+    assert entry["output"].endswith("photo_car.png") and entry["quality"] == 30
+    with PILImage.open(entry["output"]) as image:
+        assert image.format == "PNG"
+    result = run(
+        "car", tmp_path / "photo.jpg", "--weights", weights["car"], "--format", "jpeg", "-q"
+    )
+    assert result.exit_code == 0 and (tmp_path / "photo_car.jpg").exists()
     result = run("car", tmp_path / "photo.jpg", "--weights", weights["car"], "--quality", "0")
     assert result.exit_code == 2
 
