@@ -18,8 +18,9 @@
    mirrors each input's path relative to its folder argument (sub-folders with ``recursive``);
    by default beside the input. Names are ``NAME_x4.EXT`` (sr), ``NAME_denoised.EXT`` and
    ``NAME_car.EXT``, in the input's format when it can be written (PNG otherwise; always PNG
-   for car, see `TASK_DEFAULT_FORMATS`) unless a format is given. Refused before any work: two inputs with the same output, an output that is
-   an input, and an existing output unless ``existing`` is ``skip`` or ``overwrite``.
+   for car, see `TASK_DEFAULT_FORMATS`) unless a format is given. Refused before any work: two
+   inputs with the same output, an output that is an input, and an existing output unless
+   ``existing`` is ``skip`` or ``overwrite``.
 5. **The pipeline.** A reader thread decodes the next image and a writer thread encodes the
    previous result while the model runs in the calling thread. A file that cannot be read,
    restored or written becomes a failed result and the rest go on. On KeyboardInterrupt the
