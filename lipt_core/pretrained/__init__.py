@@ -10,6 +10,7 @@ of producing wrong images.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from collections.abc import Mapping
@@ -46,19 +47,7 @@ class WeightsEntry:
         return FOLDER / self.file
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "task": self.task,
-            "model": self.model,
-            "scale": self.scale,
-            "colors": self.colors,
-            "file": self.file,
-            "sha256": self.sha256,
-            "size": self.size,
-            "condition": self.condition,
-            "training": self.training,
-            "quality": dict(self.quality),
-        }
+        return dataclasses.asdict(self)
 
 
 def parse_registry(values: Any, *, source: str = str(REGISTRY_FILE)) -> tuple[WeightsEntry, ...]:
