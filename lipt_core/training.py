@@ -866,6 +866,8 @@ def warm_start(model: torch.nn.Module, source: str | os.PathLike) -> str:
         )
     donor_state = donor.state_dict()
     target = model.state_dict()
+    converted = _colour_to_gray(donor, model)
+    donor_state.update(converted)
     taken, fresh = [], []
     for key, value in target.items():
         match = donor_state.get(key)
@@ -878,11 +880,55 @@ def warm_start(model: torch.nn.Module, source: str | os.PathLike) -> str:
         raise CheckpointError(f"{source}: no tensor matches this network; cannot warm-start")
     unused = sorted(set(donor_state) - set(target))
     summary = f"warm start from {source}: {len(taken)} tensors taken"
+    if converted:
+        summary += f" ({', '.join(sorted(converted))} converted from colour to gray)"
     if fresh:
         summary += f"; newly initialised: {', '.join(fresh)}"
     if unused:
         summary += f"; not used: {', '.join(unused)}"
     return summary
+
+
+# BT.601 luma: the gray the evaluation protocol and `lipt car`/`lipt denoise` use for gray photos.
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def _colour_to_gray(donor: torch.nn.Module, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Head and tail of a colour `donor` restated for a gray `model` of the same scale.
+
+    With them the gray network computes, away from the 1-px image border, the BT.601 luma of what
+    the colour one outputs for the gray image repeated in all three channels: the head sums its
+    kernels over the colours and moves the mean difference into its bias; the tail is the luma
+    combination of the colour rows. A gray run then starts from the colour model's quality on gray
+    photos instead of from a random head and tail. Empty when the pair is not colour -> gray.
+    """
+    donor_config = getattr(donor, "config", None)
+    config = getattr(model, "config", None)
+    if (
+        donor_config is None
+        or config is None
+        or donor_config.colors != 3
+        or config.colors != 1
+        or donor_config.scale != config.scale
+    ):
+        return {}
+    state = donor.state_dict()
+    head_w, head_b = state["head.weight"], state["head.bias"]
+    donor_mean = torch.tensor(donor_config.pixel_mean, dtype=head_w.dtype)
+    gray_mean = config.pixel_mean[0]
+    kernel_sums = head_w.sum(dim=(2, 3))  # (C, colours)
+    gray_head_b = head_b + (kernel_sums * (gray_mean - donor_mean)).sum(dim=1)
+
+    per_colour = config.scale * config.scale
+    luma = torch.tensor(_LUMA, dtype=head_w.dtype)
+    tail_w = state["tail.weight"].unflatten(0, (3, per_colour))
+    tail_b = state["tail.bias"].unflatten(0, (3, per_colour))
+    return {
+        "head.weight": head_w.sum(dim=1, keepdim=True),
+        "head.bias": gray_head_b,
+        "tail.weight": torch.einsum("c,ckxyz->kxyz", luma, tail_w),
+        "tail.bias": luma @ tail_b,
+    }
 
 
 def _shutdown(batches: Any) -> None:

@@ -301,3 +301,27 @@ def test_warm_start_takes_every_matching_tensor(tmp_path):
         train(tiny_config(tmp_path, output=str(tmp_path / "t"), init_from=x3.output + "/last.pt"))
     with pytest.raises(UsageError, match="form must be one of"):
         tiny_config(tmp_path, form="fused")
+
+
+@pytest.mark.parametrize("scale", [1, 2])
+def test_warm_start_turns_a_colour_donor_into_a_gray_network(tmp_path, scale):
+    from lipt_core import create_model
+    from lipt_core.training import warm_start
+
+    donor_config = tiny_config(tmp_path, task="car" if scale == 1 else "sr", scale=scale, steps=2)
+    train(donor_config)
+    donor = load_checkpoint(tmp_path / "run" / "last.pt")[0].eval()
+    gray = create_model("lipt-tiny", scale=scale, colors=1, **TINY).eval()
+    summary = warm_start(gray, tmp_path / "run" / "last.pt")
+    assert "converted from colour to gray" in summary and "newly initialised" not in summary
+
+    x = torch.rand(2, 1, 24, 32, generator=torch.Generator().manual_seed(3)) * 255
+    with torch.no_grad():
+        colour = donor(x.repeat(1, 3, 1, 1))
+        luma = (torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1) * colour).sum(1, keepdim=True)
+        out = gray(x)
+        fresh = create_model("lipt-tiny", scale=scale, colors=1, **TINY).eval()(x)
+    # Exact away from the border; the head's zero padding sees the mean difference on the frame.
+    change = (luma - torch.nn.functional.interpolate(x, scale_factor=scale)).norm()
+    assert (out - luma).norm() < 0.02 * change
+    assert (fresh - luma).norm() > 0.5 * change
