@@ -4,6 +4,9 @@ process, interleaved run by run so that their ratio holds on a noisy machine.
 
     python benchmarks/speed.py                      # tiny and small, x4, 320x180 LR, 2 threads
     python benchmarks/speed.py --models lipt-tiny --runs 20 --json out.json
+    python benchmarks/speed.py --precisions fp32,bf16   # also bf16 mixed precision, both sides
+
+bf16 runs under CPU autocast, as `lipt sr --precision bf16` does (it needs a CPU with native bf16).
 
 The published side is its deploy form as the published conversion leaves it (multi-branch convs
 fused, project_inp's BatchNorm not); `--fold-published` folds that too, for a stricter match.
@@ -46,6 +49,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--fold-published", action="store_true")
+    parser.add_argument("--precisions", default="fp32", help="comma-separated: fp32, bf16")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -54,25 +58,37 @@ def main() -> None:
     width, height = (int(v) for v in args.size.lower().split("x"))
     image = torch.rand(1, 3, height, width) * 255
 
+    precisions = args.precisions.split(",")
+    unknown = set(precisions) - {"fp32", "bf16"}
+    if unknown:
+        parser.error(f"unknown precision(s): {', '.join(sorted(unknown))}")
     contenders = {}
+    labels = []
     for name in args.models.split(","):
         ours = reparameterize(create_model(name, scale=args.scale).eval())
         theirs = build_published_lipt(published_config(ours.config)).eval()
         theirs = deploy(theirs, fold_project_inp=args.fold_published)
-        contenders[f"{name} (ours)"] = ours
-        contenders[f"{name} (published)"] = theirs
+        for precision in precisions:
+            for side, model in (("ours", ours), ("published", theirs)):
+                contenders[f"{name} {precision} ({side})"] = (model, precision)
+        labels.append(name)
+
+    def run(label: str) -> None:
+        model, precision = contenders[label]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            model(image)
 
     times: dict[str, list[float]] = {label: [] for label in contenders}
     order = list(contenders)
     with torch.inference_mode():
         for _ in range(args.warmup):
-            for model in contenders.values():
-                model(image)
+            for label in contenders:
+                run(label)
         for _ in range(args.runs):
             random.shuffle(order)
             for label in order:
                 start = time.perf_counter()
-                contenders[label](image)
+                run(label)
                 times[label].append((time.perf_counter() - start) * 1000)
 
     rows = []
@@ -80,7 +96,7 @@ def main() -> None:
         f"{cpu_name()}, {args.threads} threads, torch {torch.__version__}, x{args.scale}, "
         f"LR {width}x{height}, median of {args.runs} interleaved runs after {args.warmup} warm-up"
     )
-    print(f"{'model':28} {'median ms':>10} {'p10':>8} {'p90':>8}")
+    print(f"{'model':33} {'median ms':>10} {'p10':>8} {'p90':>8}")
     for label, samples in times.items():
         deciles = statistics.quantiles(samples, n=10)
         rows.append(
@@ -92,11 +108,18 @@ def main() -> None:
                 "samples_ms": samples,
             }
         )
-        print(f"{label:28} {rows[-1]['median_ms']:10.1f} {deciles[0]:8.1f} {deciles[-1]:8.1f}")
-    for name in args.models.split(","):
-        ours = statistics.median(times[f"{name} (ours)"])
-        theirs = statistics.median(times[f"{name} (published)"])
-        print(f"{name}: ours is {theirs / ours:.2f}x faster than the published implementation")
+        print(f"{label:33} {rows[-1]['median_ms']:10.1f} {deciles[0]:8.1f} {deciles[-1]:8.1f}")
+    fp32 = "fp32" if "fp32" in precisions else precisions[0]
+    for name in labels:
+        reference = statistics.median(times[f"{name} {fp32} (published)"])
+        for precision in precisions:
+            ours = statistics.median(times[f"{name} {precision} (ours)"])
+            theirs = statistics.median(times[f"{name} {precision} (published)"])
+            line = f"{name} {precision}: ours is {theirs / ours:.2f}x faster than published"
+            line += f" {precision}"
+            if precision != fp32:
+                line += f", {reference / ours:.2f}x faster than published {fp32}"
+            print(line)
     if args.json:
         args.json.write_text(
             json.dumps(

@@ -433,7 +433,11 @@ TileOverlapOpt = Annotated[
 ]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
 PrecisionOpt = Annotated[
-    Precision, typer.Option(help="CUDA only: auto is bf16 where supported, else fp32.")
+    Precision,
+    typer.Option(
+        help="auto: fp32 on the CPU; on CUDA bf16 where supported, else fp32. bf16 also runs on "
+        "CPUs with native bf16 (AVX512-BF16, AMX): about 1.8x faster, within 0.01 dB."
+    ),
 ]
 JsonOpt = Annotated[
     Path | None,

@@ -512,6 +512,7 @@ def restore_request(
 def build_restorer(request: RestoreRequest, callbacks: BatchCallbacks | None = None) -> Any:
     """The Restorer a request asks for: weights found, loaded, checked against the task."""
     from lipt_core.models.config import PRESETS
+    from lipt_core.pretrained import gray_entry, verified_path
     from lipt_core.restore import Restorer, check_condition
     from lipt_core.weights import default_weights
 
@@ -520,20 +521,26 @@ def build_restorer(request: RestoreRequest, callbacks: BatchCallbacks | None = N
         raise UsageError(
             f"unknown model {request.model!r}; valid models: {', '.join(sorted(PRESETS))}"
         )
-    weights = request.weights or default_weights(
-        request.task, request.model or DEFAULT_MODEL, scale=request.scale
-    )
-    restorer = Restorer.from_weights(
-        weights,
-        source=None if request.weights else f"{Path(weights).stem} (bundled)",
-        task=request.task,
-        download_progress=callbacks.on_download,
-        device=request.device,
-        precision=request.precision,
-        tile=request.tile,
-        tile_overlap=request.tile_overlap,
-        on_warning=callbacks.on_warning,
-    )
+    model = request.model or DEFAULT_MODEL
+    weights = request.weights or default_weights(request.task, model, scale=request.scale)
+
+    def load(path: str | os.PathLike, source: str | None) -> Restorer:
+        return Restorer.from_weights(
+            path,
+            source=source,
+            task=request.task,
+            download_progress=callbacks.on_download,
+            device=request.device,
+            precision=request.precision,
+            tile=request.tile,
+            tile_overlap=request.tile_overlap,
+            on_warning=callbacks.on_warning,
+        )
+
+    restorer = load(weights, None if request.weights else f"{Path(weights).stem} (bundled)")
+    gray = None if request.weights else gray_entry(request.task, model, scale=request.scale)
+    if gray is not None:
+        restorer.attach_gray(load(verified_path(gray), f"{gray.name} (bundled)"))
     info = restorer.info
     if request.model is not None:
         preset = PRESETS[request.model]
@@ -874,15 +881,16 @@ def run_pipeline(
             image = job.image
             job.image = None
             result.input_size = (image.width, image.height)
+            chosen = restorer.for_image(image)
             if request.task == "car" and request.quality == "auto" and job.quality is not None:
                 try:
-                    note = check_condition(restorer.info, "quality", job.quality)
+                    note = check_condition(chosen.info, "quality", job.quality)
                 except UsageError as exc:
                     note = f"{job.item.path}: estimated quality {job.quality}: {exc}"
                 if note:
                     result.warnings.append(note)
                     _warn(callbacks, note)
-            grid = restorer.plan(image.height, image.width)
+            grid = chosen.plan(image.height, image.width)
             result.tiles = grid.count
             out_bytes = (
                 4
@@ -899,7 +907,7 @@ def run_pipeline(
                 )
             started = time.perf_counter()
             try:
-                restored = restorer.restore(image, on_tile=callbacks.on_tile)
+                restored = chosen.restore(image, on_tile=callbacks.on_tile)
             except Exception as exc:
                 result.seconds = time.perf_counter() - started
                 result.error = _message(exc, job.item.path)

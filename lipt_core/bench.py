@@ -1152,8 +1152,7 @@ def _plan_restore(
         model,
         task="sr" if config.scale > 1 else "denoise",
         device=device,
-        # The restore engine computes in fp32 off CUDA; there it picks or takes the precision.
-        precision=config.precision if device.type == "cuda" else "auto",
+        precision=config.precision,
         tile="auto" if config.restore_tile is None else config.restore_tile,
     )
     return _RestorePlan(path=path, model_name=name, restorer=restorer, image=image, runs=runs)

@@ -106,7 +106,8 @@ class EvalConfig:
         weights: checkpoint of the model to evaluate: any file `load_checkpoint` reads, or an
             https URL (see `lipt_core.weights`).
         model: preset name: without `weights`, its bundled trained weights for the task (and
-            scale); with `weights`, checked against them.
+            scale; the bundled gray model, where one ships, when `gray` is True); with
+            `weights`, checked against them.
         window_size: attention window for published checkpoints (shapes do not reveal it).
     """
 
@@ -553,11 +554,15 @@ def evaluate(
         raise InputError(f"{weights}: no such file")
     if restorer is None and config.model is not None and config.weights is None:
         from lipt_core.models.config import preset_config
+        from lipt_core.pretrained import gray_entry
         from lipt_core.weights import default_weights
 
         preset_config(config.model)  # unknown names fail with the list of presets
         scale = config.scale if config.task == "sr" else None
-        config = replace(config, weights=default_weights(config.task, config.model, scale=scale))
+        # Gray images asked for: the bundled gray model where one ships, as `lipt car` uses.
+        gray = config.gray and gray_entry(config.task, config.model, scale=scale) is not None
+        weights = default_weights(config.task, config.model, scale=scale, colors=1 if gray else 3)
+        config = replace(config, weights=weights)
     # Check the request before reading any file or loading a model.
     loading = restorer is None and config.weights is not None
     _plan(config, restorer, model_pending=loading)

@@ -15,12 +15,15 @@ What it takes care of:
   result is turned back into gray (BT.601 luma), so gray stays gray. A gray model given an RGB
   image restores the luma (BT.601 Y) and keeps the chroma (Cb, Cr), upscaled with bicubic
   interpolation for super-resolution: the usual way to apply a luma-trained model to colour.
+  An RGB restorer may carry a gray companion (:meth:`Restorer.attach_gray`, a 1-channel model of
+  the same task and scale, trained on gray photos); gray images then go to it instead.
 * **Alpha.** Super-resolution upscales it with bicubic interpolation (clipped to [0, 1]);
   denoising and artifact removal pass it through untouched.
 * **Precision.** Pixels stay float from reading to writing, so 16-bit images keep their
-  precision; [0, 1] is mapped to the model's [0, rgb_range] and back. The CPU computes in fp32;
-  CUDA in bf16 where supported (``precision="auto"``), or as asked. A tile whose output is not
-  finite is redone in fp32, with a warning.
+  precision; [0, 1] is mapped to the model's [0, rgb_range] and back. The CPU computes in fp32,
+  or in bf16 mixed precision when asked and the CPU has native bf16; CUDA in bf16 where supported
+  (``precision="auto"``), or as asked. A tile whose output is not finite is redone in fp32, with
+  a warning.
 * **Metadata.** Bit depth, gray/colour, ICC profile and EXIF travel to the output image.
 """
 
@@ -114,12 +117,33 @@ def _mps_available() -> bool:
     return bool(backend is not None and backend.is_available())
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX), which is where oneDNN's
+    bf16 convolutions run about twice as fast as fp32 ones; elsewhere bf16 is emulated, slower."""
+    check = getattr(getattr(torch.ops, "mkldnn", None), "_is_mkldnn_bf16_supported", None)
+    try:
+        return bool(check()) if check is not None else False
+    except RuntimeError:
+        return False
+
+
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
-    """The compute dtype: fp32 off CUDA; on CUDA ``auto`` is bf16 where supported, else fp32."""
+    """The compute dtype. ``auto``: fp32 off CUDA, on CUDA bf16 where supported, else fp32.
+
+    ``bf16`` also runs on a CPU with native bf16 (mixed precision: convolutions and matrix
+    products in bf16, softmax and reductions in fp32); it is refused where it would be emulated.
+    """
     name = str(precision).strip().lower()
     if name not in PRECISIONS:
         raise UsageError(f"unknown precision {precision!r}: use {', '.join(PRECISIONS)}")
     if device.type != "cuda":
+        if name == "bf16" and device.type == "cpu":
+            if not cpu_has_native_bf16():
+                raise UsageError(
+                    "precision bf16 on this CPU would be emulated (it has neither AVX512-BF16 "
+                    "nor AMX), slower than fp32; use fp32"
+                )
+            return torch.bfloat16
         if name in ("fp16", "bf16"):
             raise UsageError(
                 f"precision {name} needs a CUDA device; {device.type} computes in fp32"
@@ -373,6 +397,7 @@ class Restorer:
         self.memory_budget = memory_budget
         self._tile_cap: int | None = None  # lowered after an out-of-memory error
         self.bytes_per_pixel = activation_bytes_per_pixel(self.model, self.dtype)
+        self.gray_companion: Restorer | None = None
 
     @classmethod
     def from_weights(
@@ -398,6 +423,24 @@ class Restorer:
         path = resolve_weights(weights, cache_dir=cache_dir, progress=download_progress)
         model, metadata = load_checkpoint(path, window_size=window_size)
         return cls(model, metadata, task=task, source=source or str(weights), **options)
+
+    def attach_gray(self, companion: Restorer) -> None:
+        """Send gray images to `companion`, a 1-channel restorer of this one's task and scale."""
+        mine, theirs = self.info, companion.info
+        if mine.colors != 3 or theirs.colors != 1:
+            raise UsageError("a gray companion needs an RGB restorer and a 1-channel model")
+        if (mine.task, mine.scale) != (theirs.task, theirs.scale):
+            raise UsageError(
+                f"gray companion {theirs.source}: {theirs.task} x{theirs.scale}, "
+                f"not {mine.task} x{mine.scale}"
+            )
+        self.gray_companion = companion
+
+    def for_image(self, image: Image) -> Restorer:
+        """The restorer that handles `image`: the gray companion for a gray one, if attached."""
+        if self.gray_companion is not None and image.pixels.shape[2] == 1:
+            return self.gray_companion
+        return self
 
     # -- options --------------------------------------------------------------------------
 
@@ -633,6 +676,7 @@ class Restorer:
             "precision": self.precision,
             "tile": self.tile,
             "tile_overlap": self.tile_overlap,
+            "gray_model": None if self.gray_companion is None else self.gray_companion.info.source,
         }
 
 

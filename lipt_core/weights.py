@@ -41,15 +41,15 @@ _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 _PIN = re.compile(r"sha256=([0-9a-fA-F]{64})")
 
 
-def default_weights(task: str, model: str, *, scale: int | None = None) -> Path:
+def default_weights(task: str, model: str, *, scale: int | None = None, colors: int = 3) -> Path:
     """The bundled trained weights for ``task`` with preset ``model`` (SR: x``scale``, default
-    x4), verified against the registry's SHA-256.
+    x4) for ``colors`` channels, verified against the registry's SHA-256.
 
     Raises UsageError (exit 2) when none ship: never fall back to random weights.
     """
     from lipt_core.pretrained import find_entry, verified_path
 
-    return verified_path(find_entry(task, model, scale=scale))
+    return verified_path(find_entry(task, model, scale=scale, colors=colors))
 
 
 def is_url(spec: str | os.PathLike) -> bool:

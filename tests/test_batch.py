@@ -180,6 +180,36 @@ def test_callbacks_and_results(tmp_path):
     assert report.exit_code == 1
 
 
+def test_gray_images_go_to_the_gray_companion(tmp_path):
+    import numpy as np
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    PILImage.fromarray(u8(16, 24, channels=1)).save(folder / "gray.png")
+    _png(folder / "rgb.png")
+    colour = Restorer(tiny_model(scale=1, seed=1), task="car")
+    gray = Restorer(tiny_model(scale=1, colors=1, seed=2), task="car", source="gray model")
+    colour.attach_gray(gray)
+    assert colour.describe()["gray_model"] == "gray model"
+    report = restore_files(RestoreRequest(task="car", inputs=[folder]), restorer=colour)
+    assert [r.status for r in report.results] == ["ok", "ok"]
+    for name, expected in (("gray", gray), ("rgb", colour)):
+        image = read_image(folder / f"{name}.png")
+        assert colour.for_image(image) is expected
+        written = read_image(folder / f"{name}_car.png").pixels
+        want = np.rint(expected.restore(image).pixels * 255) / 255
+        np.testing.assert_allclose(written, want, atol=1 / 255 + 1e-6)
+    # Without the companion the gray image takes the colour path, and differs.
+    alone = Restorer(tiny_model(scale=1, seed=1), task="car")
+    gray_image = read_image(folder / "gray.png")
+    assert np.abs(alone.restore(gray_image).pixels - gray.restore(gray_image).pixels).max() > 0.01
+
+    with pytest.raises(UsageError, match="needs an RGB restorer and a 1-channel model"):
+        colour.attach_gray(Restorer(tiny_model(scale=1, seed=3), task="car"))
+    with pytest.raises(UsageError, match="gray companion"):
+        colour.attach_gray(Restorer(tiny_model(scale=2, colors=1), task="sr"))
+
+
 def test_pipeline_overlaps_io_with_the_model(tmp_path):
     """20 small images: wall time at most 1.3x the summed model time."""
     import torch

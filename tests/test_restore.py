@@ -16,6 +16,7 @@ from lipt_core.restore import (
     Restorer,
     activation_bytes_per_pixel,
     check_condition,
+    cpu_has_native_bf16,
     resolve_device,
     resolve_precision,
 )
@@ -123,11 +124,29 @@ def test_devices_and_precisions():
     cpu = torch.device("cpu")
     assert resolve_precision("auto", cpu) == torch.float32
     assert resolve_precision("fp32", cpu) == torch.float32
-    for half in ("fp16", "bf16"):
-        with pytest.raises(UsageError, match="needs a CUDA device"):
-            resolve_precision(half, cpu)
+    with pytest.raises(UsageError, match="needs a CUDA device"):
+        resolve_precision("fp16", cpu)
+    if cpu_has_native_bf16():
+        assert resolve_precision("bf16", cpu) == torch.bfloat16
+    else:
+        with pytest.raises(UsageError, match="would be emulated"):
+            resolve_precision("bf16", cpu)
     with pytest.raises(UsageError, match="unknown precision"):
         resolve_precision("fp8", cpu)
+
+
+@pytest.mark.skipif(not cpu_has_native_bf16(), reason="this CPU has no native bf16")
+def test_cpu_bf16_is_mixed_precision_close_to_fp32():
+    image = _image()
+    model = tiny_model(scale=2, channels=16, num_stages=4)
+    exact = Restorer(model, precision="fp32").restore(image).pixels
+    restorer = Restorer(model, precision="bf16")
+    assert restorer.precision == "bf16"
+    fast = restorer.restore(image).pixels
+    assert fast.dtype == np.float32
+    difference = np.abs(fast - exact)
+    # bf16 keeps 8 significant bits: a grey level or so where fp32 is exact, never more.
+    assert 0 < difference.mean() < 0.5 / 255 and difference.max() < 4 / 255
 
 
 def test_tile_options_are_validated():

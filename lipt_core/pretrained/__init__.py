@@ -115,6 +115,24 @@ def find_entry(
     )
 
 
+def gray_entry(
+    task: str,
+    model: str,
+    *,
+    scale: int | None = None,
+    entries: tuple[WeightsEntry, ...] | None = None,
+) -> WeightsEntry | None:
+    """The bundled 1-channel weights for `task` with `model`, or None when only colour ones ship.
+
+    A gray model trained on gray photos beats the colour model run on a gray image repeated in
+    R, G and B, so gray inputs go to it when it exists.
+    """
+    try:
+        return find_entry(task, model, scale=scale, colors=1, entries=entries)
+    except UsageError:
+        return None
+
+
 def verified_path(entry: WeightsEntry) -> Path:
     """The entry's file, after checking its size and SHA-256 against the registry."""
     from lipt_core.weights import sha256_of
