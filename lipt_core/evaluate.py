@@ -233,11 +233,16 @@ def _finite(value: float | None) -> float | None:
 
 
 def load_model(
-    weights: str | Path, *, model: str | None = None, window_size: int | None = None
+    weights: str | Path,
+    *,
+    model: str | None = None,
+    window_size: int | None = None,
+    precision: str = "fp32",
 ) -> EvalModel:
     """A checkpoint (path or URL) as an :class:`EvalModel`, run through
     :class:`lipt_core.restore.Restorer` (any image size: whole or tiled as memory allows;
-    a training form folded first) in fp32, so that no reduced precision shifts the scores.
+    a training form folded first) in fp32, so that no reduced precision shifts the scores
+    (``precision`` other than fp32: to measure what a reduced one costs).
 
     `model`, a preset name, must then describe the checkpoint's network.
     """
@@ -246,7 +251,7 @@ def load_model(
     from lipt_core.models.config import preset_config
     from lipt_core.restore import Restorer
 
-    engine = Restorer.from_weights(weights, window_size=window_size, precision="fp32")
+    engine = Restorer.from_weights(weights, window_size=window_size, precision=precision)
     config = engine.model.config
     if model is not None:
         preset = preset_config(model, scale=config.scale, colors=config.colors)
@@ -262,7 +267,8 @@ def load_model(
         return (y.float().cpu() * 255.0).permute(1, 2, 0).numpy()
 
     return EvalModel(
-        name=f"{model or 'LIPT'} ({Path(str(weights)).name})",
+        name=f"{model or 'LIPT'} ({Path(str(weights)).name})"
+        + ("" if engine.precision == "fp32" else f" {engine.precision}"),
         scale=config.scale,
         colors=config.colors,
         run=run,

@@ -27,6 +27,7 @@ def test_the_registry_covers_every_task_and_fits_the_budget():
         ("sr", "lipt-tiny", 4, 3),
         ("denoise", "lipt-tiny", 1, 3),
         ("car", "lipt-tiny", 1, 3),
+        ("car", "lipt-tiny", 1, 1),
     }
     assert sum(e.size for e in ENTRIES) < MAX_TOTAL_BYTES
     on_disk = {p.name for p in pretrained.FOLDER.glob("*.safetensors")}
@@ -145,3 +146,33 @@ def test_registry_scores_are_reproduced(shared_dir):
         )
         measured = evaluate(config).mean("model").psnr
         assert measured == pytest.approx(entry.quality[f"Set5 x{scale} PSNR-Y"], abs=0.005)
+
+
+def test_gray_photos_get_the_bundled_gray_model(tmp_path):
+    from lipt_core.batch import RestoreRequest, build_restorer
+    from lipt_core.pretrained import gray_entry
+
+    entry = gray_entry("car", "lipt-tiny")
+    assert entry is not None and entry.colors == 1
+    assert gray_entry("sr", "lipt-tiny", scale=4) is None  # no gray SR model ships
+    restorer = build_restorer(RestoreRequest(task="car", inputs=["photo.jpg"]))
+    assert restorer.info.colors == 3
+    assert restorer.gray_companion is not None
+    assert restorer.gray_companion.info.source == f"{entry.name} (bundled)"
+    # Weights of one's own are used for every image, gray or not.
+    mine = build_restorer(RestoreRequest(task="car", inputs=["photo.jpg"], weights=str(entry.path)))
+    assert mine.gray_companion is None and mine.info.colors == 1
+
+
+def test_eval_of_gray_images_uses_the_gray_model(tmp_path):
+    from PIL import Image
+
+    from lipt_core.evaluate import EvalConfig, evaluate
+
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (32, 40, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    common = dict(task="car", data=tmp_path, model="lipt-tiny", quality=10)
+    gray = evaluate(EvalConfig(**common, gray=True))
+    assert "lipt-tiny-car-gray.safetensors" in gray.methods["model"]
+    colour = evaluate(EvalConfig(**common))
+    assert "lipt-tiny-car.safetensors" in colour.methods["model"]

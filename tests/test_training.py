@@ -209,10 +209,14 @@ def test_example_configs_parse():
         path.stem: TrainConfig.from_dict(read_config_file(path))
         for path in sorted((REPO_ROOT / "configs/release").glob("*.toml"))
     }
-    assert set(release) == {"sr_x2", "sr_x3", "sr_x4", "denoise", "car"}
+    assert set(release) == {"sr_x2", "sr_x3", "sr_x4", "denoise", "car", "car_gray"}
     assert all(c.form == "inference" and c.model == "lipt-tiny" for c in release.values())
     assert [release[f"sr_x{s}"].scale for s in (2, 3, 4)] == [2, 3, 4]
     assert release["sr_x2"].init_from == "training-runs/sr_x4/last.pt"
+    assert (release["car_gray"].colors, release["car_gray"].init_from) == (
+        1,
+        "training-runs/car/last.pt",
+    )
     for config in release.values():  # never trained on the validation sets
         assert not any(name in d for d in config.train_dirs for name in ("Set5", "Set14", "B100"))
 
