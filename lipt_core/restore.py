@@ -42,6 +42,7 @@ from torch import Tensor
 
 from lipt_core.errors import LiptError, UsageError
 from lipt_core.imageio import Image
+from lipt_core.models.config import LUMA_BT601
 from lipt_core.tiling import TileGrid, check_tiling, plan_tiles, tiled_forward
 
 if TYPE_CHECKING:
@@ -62,7 +63,6 @@ MIN_TILE = 64
 MAX_TILE_BATCH = 8
 """Most tiles batched through the network at once on CUDA."""
 
-_LUMA = (0.299, 0.587, 0.114)  # BT.601
 
 Warn = Callable[[str], None]
 TileCallback = Callable[[int, int], None]
@@ -702,24 +702,24 @@ def _resize(plane: np.ndarray, scale: int) -> np.ndarray:
 def _rgb_to_ycbcr(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(H, W, 3) RGB -> Y (H, W, 1) and CbCr (H, W, 2), BT.601, full range, float32."""
     r, g, b = pixels[..., 0], pixels[..., 1], pixels[..., 2]
-    y = _LUMA[0] * r + _LUMA[1] * g + _LUMA[2] * b
-    cb = (b - y) / (2 * (1 - _LUMA[2]))
-    cr = (r - y) / (2 * (1 - _LUMA[0]))
+    y = LUMA_BT601[0] * r + LUMA_BT601[1] * g + LUMA_BT601[2] * b
+    cb = (b - y) / (2 * (1 - LUMA_BT601[2]))
+    cr = (r - y) / (2 * (1 - LUMA_BT601[0]))
     return y[..., None].astype(np.float32), np.stack([cb, cr], axis=-1).astype(np.float32)
 
 
 def _ycbcr_to_rgb(y: np.ndarray, cbcr: np.ndarray) -> np.ndarray:
     luma = y[..., 0]
-    r = luma + 2 * (1 - _LUMA[0]) * cbcr[..., 1]
-    b = luma + 2 * (1 - _LUMA[2]) * cbcr[..., 0]
-    g = (luma - _LUMA[0] * r - _LUMA[2] * b) / _LUMA[1]
+    r = luma + 2 * (1 - LUMA_BT601[0]) * cbcr[..., 1]
+    b = luma + 2 * (1 - LUMA_BT601[2]) * cbcr[..., 0]
+    g = (luma - LUMA_BT601[0] * r - LUMA_BT601[2] * b) / LUMA_BT601[1]
     return np.clip(np.stack([r, g, b], axis=-1), 0.0, 1.0).astype(np.float32)
 
 
 def _luma(rgb: np.ndarray) -> np.ndarray:
-    gray = rgb[..., 0] * np.float32(_LUMA[0])
-    gray += rgb[..., 1] * np.float32(_LUMA[1])
-    gray += rgb[..., 2] * np.float32(_LUMA[2])
+    gray = rgb[..., 0] * np.float32(LUMA_BT601[0])
+    gray += rgb[..., 1] * np.float32(LUMA_BT601[1])
+    gray += rgb[..., 2] * np.float32(LUMA_BT601[2])
     return np.clip(gray, 0.0, 1.0, out=gray)[..., None]
 
 

@@ -866,7 +866,7 @@ def warm_start(model: torch.nn.Module, source: str | os.PathLike) -> str:
         )
     donor_state = donor.state_dict()
     target = model.state_dict()
-    converted = _colour_to_gray(donor, model)
+    converted = _colour_to_gray(donor_state, donor, model)
     donor_state.update(converted)
     taken, fresh = [], []
     for key, value in target.items():
@@ -889,12 +889,11 @@ def warm_start(model: torch.nn.Module, source: str | os.PathLike) -> str:
     return summary
 
 
-# BT.601 luma: the gray the evaluation protocol and `lipt car`/`lipt denoise` use for gray photos.
-_LUMA = (0.299, 0.587, 0.114)
-
-
-def _colour_to_gray(donor: torch.nn.Module, model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Head and tail of a colour `donor` restated for a gray `model` of the same scale.
+def _colour_to_gray(
+    state: Mapping[str, torch.Tensor], donor: torch.nn.Module, model: torch.nn.Module
+) -> dict[str, torch.Tensor]:
+    """Head and tail of a colour `donor` (its `state` dict) restated for a gray `model` of the
+    same scale.
 
     With them the gray network computes, away from the 1-px image border, the BT.601 luma of what
     the colour one outputs for the gray image repeated in all three channels: the head sums its
@@ -912,7 +911,8 @@ def _colour_to_gray(donor: torch.nn.Module, model: torch.nn.Module) -> dict[str,
         or donor_config.scale != config.scale
     ):
         return {}
-    state = donor.state_dict()
+    from lipt_core.models.config import LUMA_BT601
+
     head_w, head_b = state["head.weight"], state["head.bias"]
     donor_mean = torch.tensor(donor_config.pixel_mean, dtype=head_w.dtype)
     gray_mean = config.pixel_mean[0]
@@ -920,7 +920,7 @@ def _colour_to_gray(donor: torch.nn.Module, model: torch.nn.Module) -> dict[str,
     gray_head_b = head_b + (kernel_sums * (gray_mean - donor_mean)).sum(dim=1)
 
     per_colour = config.scale * config.scale
-    luma = torch.tensor(_LUMA, dtype=head_w.dtype)
+    luma = torch.tensor(LUMA_BT601, dtype=head_w.dtype)
     tail_w = state["tail.weight"].unflatten(0, (3, per_colour))
     tail_b = state["tail.bias"].unflatten(0, (3, per_colour))
     return {

@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 RGB_MEAN = (0.4488, 0.4371, 0.4040)
 # The published code supports only RGB. For 1-channel (grayscale) models we use the BT.601 luma of
 # that RGB mean, so a gray image made from an RGB one sees the same offset the RGB model would.
-GRAY_MEAN = (0.299 * RGB_MEAN[0] + 0.587 * RGB_MEAN[1] + 0.114 * RGB_MEAN[2],)
+LUMA_BT601 = (0.299, 0.587, 0.114)
+GRAY_MEAN = (sum(w * m for w, m in zip(LUMA_BT601, RGB_MEAN, strict=True)),)
 
 VALID_SCALES = (1, 2, 3, 4)
 VALID_COLORS = (1, 3)
