@@ -118,9 +118,10 @@ class RestoreView:
             self.download = None
         model = plan.model
         if self.plain:
+            gray = f", gray photos with {model['gray_model']}" if model.get("gray_model") else ""
             self.console.print(
                 f"lipt {self.task}: {plan.total} file{'s' if plan.total != 1 else ''} with "
-                f"x{model['scale']} {model.get('source') or 'model'} on {model['device']} "
+                f"x{model['scale']} {model.get('source') or 'model'}{gray} on {model['device']} "
                 f"({model['precision']})"
             )
         for result in plan.settled:

@@ -209,6 +209,9 @@ def test_bundled_weights_serve_by_default(tmp_path, task, suffix, factor):
     result = run(task, tmp_path / "a.png")
     assert result.exit_code == 0, result.output
     assert "lipt-tiny" in result.output
+    # The header names every model the run may use: JPEG's gray companion too.
+    header = result.output.splitlines()[0]
+    assert ("gray photos with lipt-tiny-car-gray (bundled)" in header) == (task == "car")
     with PILImage.open(tmp_path / f"a{suffix}.png") as image:
         assert image.size == (64 * factor, 48 * factor)
     if task == "sr":
