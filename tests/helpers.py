@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import torch
 from safetensors import safe_open
@@ -47,3 +50,14 @@ def read_reference(path: Path) -> tuple[dict, torch.Tensor, torch.Tensor, dict]:
         config = json.loads(handle.metadata()["config"])
     state = {k[len("sd.") :]: v for k, v in tensors.items() if k.startswith("sd.")}
     return state, tensors["input"], tensors["output"], config
+
+
+def load_benchmark(stem: str) -> ModuleType:
+    """A script of `benchmarks/` (not a package), imported once as a module."""
+    name = f"_lipt_benchmarks_{stem}"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "benchmarks" / f"{stem}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+from helpers import load_benchmark, relative_error
 
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCE_DIR = ROOT.parent / "shared" / "reference"
@@ -21,22 +21,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _load_module():
-    name = "_lipt_benchmarks_published_lipt"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "published_lipt.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-published = _load_module()
-
-
-def _rel_err(ours: torch.Tensor, ref: torch.Tensor) -> float:
-    return ((ours - ref).norm() / ref.norm()).item()
+published = load_benchmark("published_lipt")
 
 
 @pytest.mark.parametrize("path", REFERENCE_FILES, ids=lambda p: p.stem)
@@ -46,7 +31,7 @@ def test_training_form_matches_reference(path: Path) -> None:
     with torch.no_grad():
         ours = model(inp)
     assert ours.shape == out.shape
-    assert _rel_err(ours, out) < TOLERANCE
+    assert relative_error(ours, out) < TOLERANCE
 
 
 @pytest.mark.parametrize("fold_project_inp", [False, True], ids=["published-deploy", "full-fold"])
@@ -62,7 +47,7 @@ def test_deploy_form_matches_reference(path: Path, fold_project_inp: bool) -> No
     with torch.no_grad():
         ours = deployed(inp)
     assert ours.shape == out.shape
-    assert _rel_err(ours, out) < TOLERANCE
+    assert relative_error(ours, out) < TOLERANCE
 
 
 def test_sparse_mask_offsets() -> None:
