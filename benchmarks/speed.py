@@ -28,6 +28,7 @@ import torch
 from published_lipt import build_published_lipt, deploy, published_config
 
 from lipt_core import create_model, reparameterize
+from lipt_core.bench import parse_size
 
 
 def cpu_name() -> str:
@@ -55,7 +56,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    width, height = (int(v) for v in args.size.lower().split("x"))
+    width, height = parse_size(args.size)
     image = torch.rand(1, 3, height, width) * 255
 
     precisions = args.precisions.split(",")

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lipt_core.bench import parse_size
+
 # Lavin and Gray's F(4x4, 3x3) transforms (interpolation points 0, +-1, +-2 and infinity).
 _INPUT_T = [
     [4, 0, -5, 0, 1, 0],
@@ -106,7 +108,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    width, height = (int(v) for v in args.size.split("x"))
+    width, height = parse_size(args.size)
     print(f"3x3 convolution, {width}x{height}, {args.threads} threads, median of {args.runs} (ms)")
     for channels in args.channels:
         x = torch.randn(1, channels, height, width).contiguous(memory_format=torch.channels_last)
