@@ -18,7 +18,6 @@ import argparse
 import json
 import platform
 import random
-import statistics
 import time
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import torch
 from published_lipt import build_published_lipt, deploy, published_config
 
 from lipt_core import create_model, reparameterize
-from lipt_core.bench import parse_size
+from lipt_core.bench import LatencyStats, parse_size
 
 
 def cpu_name() -> str:
@@ -98,24 +97,24 @@ def main() -> None:
         f"LR {width}x{height}, median of {args.runs} interleaved runs after {args.warmup} warm-up"
     )
     print(f"{'model':33} {'median ms':>10} {'p10':>8} {'p90':>8}")
-    for label, samples in times.items():
-        deciles = statistics.quantiles(samples, n=10)
+    stats = {label: LatencyStats.of(samples) for label, samples in times.items()}
+    for label, latency in stats.items():
         rows.append(
             {
                 "model": label,
-                "median_ms": statistics.median(samples),
-                "p10_ms": deciles[0],
-                "p90_ms": deciles[-1],
-                "samples_ms": samples,
+                "median_ms": latency.median,
+                "p10_ms": latency.p10,
+                "p90_ms": latency.p90,
+                "samples_ms": list(latency.samples),
             }
         )
-        print(f"{label:33} {rows[-1]['median_ms']:10.1f} {deciles[0]:8.1f} {deciles[-1]:8.1f}")
+        print(f"{label:33} {latency.median:10.1f} {latency.p10:8.1f} {latency.p90:8.1f}")
     fp32 = "fp32" if "fp32" in precisions else precisions[0]
     for name in labels:
-        reference = statistics.median(times[f"{name} {fp32} (published)"])
+        reference = stats[f"{name} {fp32} (published)"].median
         for precision in precisions:
-            ours = statistics.median(times[f"{name} {precision} (ours)"])
-            theirs = statistics.median(times[f"{name} {precision} (published)"])
+            ours = stats[f"{name} {precision} (ours)"].median
+            theirs = stats[f"{name} {precision} (published)"].median
             line = f"{name} {precision}: ours is {theirs / ours:.2f}x faster than published"
             line += f" {precision}"
             if precision != fp32:

@@ -53,11 +53,17 @@ def read_reference(path: Path) -> tuple[dict, torch.Tensor, torch.Tensor, dict]:
 
 
 def load_benchmark(stem: str) -> ModuleType:
-    """A script of `benchmarks/` (not a package), imported once as a module."""
+    """A script of `benchmarks/` (not a package), imported once as a module. Its folder is on
+    sys.path while it loads, as when it is run, so it can import its sibling scripts."""
     name = f"_lipt_benchmarks_{stem}"
     if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "benchmarks" / f"{stem}.py")
+        folder = REPO_ROOT / "benchmarks"
+        spec = importlib.util.spec_from_file_location(name, folder / f"{stem}.py")
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
-        spec.loader.exec_module(module)
+        sys.path.insert(0, str(folder))
+        try:
+            spec.loader.exec_module(module)
+        finally:
+            sys.path.remove(str(folder))
     return sys.modules[name]

@@ -1,0 +1,26 @@
+"""The side-by-side speed script runs end to end and reports every contender, even from one run."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from helpers import load_benchmark
+
+speed = load_benchmark("speed")
+
+
+def test_one_run_reports_both_sides(tmp_path, monkeypatch, capsys):
+    report = tmp_path / "speed.json"
+    argv = ["speed.py", "--models", "lipt-tiny", "--size", "16x8", "--runs", "1", "--warmup", "0"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--threads", "1", "--json", str(report)])
+    speed.main()
+    rows = json.loads(report.read_text())["rows"]
+    assert [row["model"] for row in rows] == [
+        "lipt-tiny fp32 (ours)",
+        "lipt-tiny fp32 (published)",
+    ]
+    for row in rows:
+        assert len(row["samples_ms"]) == 1
+        assert row["p10_ms"] == row["median_ms"] == row["p90_ms"] > 0
+    assert "lipt-tiny fp32: ours is" in capsys.readouterr().out
