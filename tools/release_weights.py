@@ -177,6 +177,10 @@ def _cell(row: dict) -> str:
     return f"{row['psnr']:.2f} / {row['ssim']:.4f}"
 
 
+def _gain(row: dict) -> str:
+    return f"{row['psnr'] - row['baseline_psnr']:+.2f}"
+
+
 def markdown(results: dict) -> str:
     """The README's model card tables from the saved scores."""
     out = ["Super-resolution, PSNR-Y (dB) / SSIM-Y:", ""]
@@ -213,7 +217,7 @@ def markdown(results: dict) -> str:
         for row in denoise:
             out.append(
                 f"| {row['set']} | {row['sigma']:g} | {row['baseline_psnr']:.2f} | "
-                f"**{_cell(row)}** | {row['psnr'] - row['baseline_psnr']:+.2f} |"
+                f"**{_cell(row)}** | {_gain(row)} |"
             )
     car_colour = [r for r in results.get("lipt-tiny-car", []) if r["colour"] == "RGB"]
     if car_colour:
@@ -229,7 +233,7 @@ def markdown(results: dict) -> str:
             out.append(
                 f"| {row['set']} | {row['quality']} | {row['baseline_psnr']:.2f} | "
                 f"**{_cell(row)}** | {row['psnr_b']:.2f} | "
-                f"{row['psnr'] - row['baseline_psnr']:+.2f} |"
+                f"{_gain(row)} |"
             )
     car = [r for r in results.get("lipt-tiny-car", []) if r["colour"] == "Y"]
     car_gray = {(r["set"], r["quality"]): r for r in results.get("lipt-tiny-car-gray", [])}
@@ -256,7 +260,7 @@ def markdown(results: dict) -> str:
             if car_gray:
                 line += f" **{_cell(gray)}** | {gray['psnr_b']:.2f} |"
                 best = gray
-            out.append(line + f" {best['psnr'] - best['baseline_psnr']:+.2f} |")
+            out.append(line + f" {_gain(best)} |")
     return "\n".join(out)
 
 
