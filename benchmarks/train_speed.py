@@ -11,6 +11,10 @@ after the warm-up ones is reported.
     python benchmarks/train_speed.py                     # ours and published, 10 steps each
     python benchmarks/train_speed.py --steps 20 --which ours --json out.json
     python benchmarks/train_speed.py --form inference
+    python benchmarks/train_speed.py --form inference --which ours --precisions fp32,bf16
+
+bf16 runs the forward under CPU autocast, as `lipt train --set precision=bf16` does (it needs a
+CPU with native bf16); weights, gradients and the Adam state stay fp32.
 """
 
 from __future__ import annotations
@@ -35,6 +39,11 @@ def _published(ours):
     return build_published_lipt(published_config(ours.config))
 
 
+def _label(name: str, precision: str, precisions: list[str]) -> str:
+    # With one precision the labels stay "ours" / "published", as earlier results files have them.
+    return name if len(precisions) == 1 else f"{name} {precision}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="lipt-tiny")
@@ -52,9 +61,14 @@ def main() -> None:
         default="training",
         help="which form is trained (inference: plain convolutions, as configs/release/ do)",
     )
+    parser.add_argument("--precisions", default="fp32", help="comma-separated: fp32, bf16")
     parser.add_argument("--flush-denormal", action="store_true")
     parser.add_argument("--fused-adam", action="store_true")
     args = parser.parse_args()
+    precisions = args.precisions.split(",")
+    unknown = set(precisions) - {"fp32", "bf16"}
+    if unknown:
+        parser.error(f"unknown precision(s): {', '.join(sorted(unknown))}")
     torch.set_flush_denormal(args.flush_denormal)
 
     torch.set_num_threads(args.threads)
@@ -89,22 +103,25 @@ def main() -> None:
         "published": (low, high),
     }
 
-    def step(name: str) -> float:
+    def step(name: str, precision: str) -> float:
         model, optimizer = models[name], optimizers[name]
         x, y = inputs[name]
         start = time.perf_counter()
-        loss = F.l1_loss(model(x), y)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            out = model(x)
+        loss = F.l1_loss(out.float(), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         return time.perf_counter() - start
 
-    times: dict[str, list[float]] = {k: [] for k in models}
+    contenders = [(name, precision) for name in models for precision in precisions]
+    times: dict[str, list[float]] = {_label(*c, precisions): [] for c in contenders}
     for i in range(args.warmup + args.steps):
-        for name in models:
-            elapsed = step(name)
+        for name, precision in contenders:
+            elapsed = step(name, precision)
             if i >= args.warmup:
-                times[name].append(elapsed)
+                times[_label(name, precision, precisions)].append(elapsed)
     result = {
         "setup": {
             "model": args.model,
@@ -118,6 +135,7 @@ def main() -> None:
             "data_loading": "excluded",
             "flush_denormal": args.flush_denormal,
             "fused_adam": args.fused_adam,
+            "precisions": precisions,
             "torch": torch.__version__,
             "cpu": platform.processor() or platform.machine(),
         },
@@ -131,10 +149,21 @@ def main() -> None:
             f"{name:>9}: {median:.3f} s/step ({1 / median:.2f} steps/s), "
             f"min {min(values):.3f}, max {max(values):.3f} over {len(values)} steps"
         )
-    if len(times) == 2:
-        ratio = statistics.median(times["published"]) / statistics.median(times["ours"])
-        print(f"  speedup: {ratio:.2f}x")
-        result["speedup"] = ratio
+    if len(models) == 2:
+        result["speedup"] = {}
+        for precision in precisions:
+            ours = statistics.median(times[_label("ours", precision, precisions)])
+            theirs = statistics.median(times[_label("published", precision, precisions)])
+            print(f"  speedup {precision}: {theirs / ours:.2f}x")
+            result["speedup"][precision] = theirs / ours
+    if len(precisions) > 1:
+        result["precision_speedup"] = {}
+        for name in models:
+            base = statistics.median(times[_label(name, precisions[0], precisions)])
+            for precision in precisions[1:]:
+                other = statistics.median(times[_label(name, precision, precisions)])
+                print(f"  {name}: {precision} is {base / other:.2f}x faster than {precisions[0]}")
+                result["precision_speedup"][f"{name} {precision}"] = base / other
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
 

@@ -560,13 +560,17 @@ def _pick_device(config: TrainConfig, dist_info: _Dist) -> torch.device:
 
 
 def _autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
-    if config.precision == "fp32" or (config.precision == "auto" and device.type != "cuda"):
-        return None
-    if config.precision == "fp16":
+    """The autocast dtype, None for fp32. As for restoring (bf16 on a CPU only where it is native,
+    fp16 only on CUDA), except that auto trains in fp16 with loss scaling on CUDA without bf16."""
+    from lipt_core.restore import resolve_precision
+
+    if device.type == "cuda" and (
+        config.precision == "fp16"
+        or (config.precision == "auto" and not torch.cuda.is_bf16_supported())
+    ):
         return torch.float16
-    if config.precision == "bf16":
-        return torch.bfloat16
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    dtype = resolve_precision(config.precision, device)
+    return None if dtype == torch.float32 else dtype
 
 
 class _StopFlag:

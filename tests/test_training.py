@@ -237,6 +237,36 @@ def test_inference_form_trains_and_converts(tmp_path):
     assert report.agreement.max_abs_error == 0.0
 
 
+def test_bf16_on_the_cpu_trains(tmp_path, monkeypatch):
+    # As the release runs resumed in bf16 on this machine: weights and Adam state stay fp32.
+    monkeypatch.setattr("lipt_core.restore.cpu_has_native_bf16", lambda: True)
+    config = tiny_config(
+        tmp_path,
+        form="inference",
+        precision="bf16",
+        steps=40,
+        checkpoint_every=100,
+        lr=3e-3,
+        ema_decay=0.0,
+    )
+    result = train(config)
+    first, last = np.mean(result.losses[:5]), np.mean(result.losses[-5:])
+    assert last < 0.7 * first
+    assert all(p.dtype == torch.float32 for p in result.model.parameters())
+
+
+@pytest.mark.parametrize(
+    ("precision", "native", "problem"),
+    [("bf16", False, "would be emulated"), ("fp16", True, "needs a CUDA device")],
+)
+def test_cpu_precisions_that_would_not_pay_are_refused(
+    tmp_path, monkeypatch, precision, native, problem
+):
+    monkeypatch.setattr("lipt_core.restore.cpu_has_native_bf16", lambda: native)
+    with pytest.raises(UsageError, match=problem):
+        train(tiny_config(tmp_path, precision=precision, steps=1))
+
+
 def test_inference_form_starts_with_normalised_attention_inputs():
     """As the training form's BatchNorm would: q/v channels with mean 0, std 1 on the batch (the
     default initialisation gives attention logits of ~1e4: a hard argmax that cannot learn)."""
