@@ -304,10 +304,20 @@ def jpeg_compress(image: np.ndarray, quality: int) -> np.ndarray:
     return decoded.astype(np.float32) / 255.0
 
 
-def sample_quality(rng: np.random.Generator, low: int, high: int) -> int:
-    """A JPEG quality drawn uniformly from the integers low..high, for blind training."""
+def sample_quality(rng: np.random.Generator, low: int, high: int, *, power: float = 1.0) -> int:
+    """A JPEG quality drawn from the integers low..high, for blind training.
+
+    `power` 1 draws uniformly; above 1 it favours the low qualities, where the artifacts are
+    worst and a small model has the most to learn, without dropping the high ones: the quality
+    is ``low + floor((high - low + 1) * u**power)`` for u uniform in [0, 1), so with 10..90 and
+    power 2 half the draws fall at 30 or below (a quarter with power 1)."""
     _check_quality(low)
     _check_quality(high)
     if low > high:
         raise UsageError(f"need low <= high for a quality range, got {low}..{high}")
-    return int(rng.integers(low, high + 1))
+    if power <= 0:
+        raise UsageError(f"the quality sampling power must be > 0, got {power}")
+    if power == 1.0:
+        return int(rng.integers(low, high + 1))
+    offset = int((high - low + 1) * float(rng.random()) ** power)
+    return low + min(offset, high - low)

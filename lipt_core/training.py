@@ -79,6 +79,8 @@ class TrainConfig:
     ema_decay: float = 0.999  # 0 disables the EMA
     sigma_range: list[float] = field(default_factory=lambda: [0.0, 50.0])
     quality_range: list[int] = field(default_factory=lambda: [10, 90])
+    # JPEG qualities drawn as `degradations.sample_quality` does: 1 uniform, > 1 favours the low.
+    quality_power: float = 1.0
     val_dir: str = ""
     val_every: int = 5000
     val_sigma: float = 25.0
@@ -121,6 +123,8 @@ class TrainConfig:
         q = self.quality_range
         if len(q) != 2 or not 1 <= q[0] <= q[1] <= 100:
             problems.append("quality_range must be [low, high] with 1 <= low <= high <= 100")
+        if self.quality_power <= 0:
+            problems.append("quality_power must be > 0")
         if not isinstance(self.model_overrides, Mapping):
             problems.append("model_overrides must be a table")
         if problems:
@@ -384,7 +388,7 @@ class PatchDataset(torch.utils.data.Dataset):
             sigma = deg.sample_sigma(rng, *c.sigma_range)
             low = deg.add_gaussian_noise(patch / 255.0, sigma, rng=rng) * 255.0
         else:
-            quality = deg.sample_quality(rng, *c.quality_range)
+            quality = deg.sample_quality(rng, *c.quality_range, power=c.quality_power)
             low = deg.jpeg_compress(patch, quality).astype(np.float32)
         if low.ndim == 2:
             low = low[:, :, None]

@@ -244,6 +244,19 @@ def test_random_strengths_for_training():
         sample_sigma(rng, 10, 5)
     with pytest.raises(UsageError):
         sample_quality(rng, 0, 10)
+    with pytest.raises(UsageError):
+        sample_quality(rng, 10, 90, power=0)
+
+
+def test_quality_power_favours_low_qualities_and_keeps_the_whole_range():
+    rng = np.random.default_rng(0)
+    uniform = np.array([sample_quality(rng, 10, 90) for _ in range(4000)])
+    favoured = np.array([sample_quality(rng, 10, 90, power=2.0) for _ in range(4000)])
+    assert uniform.min() == favoured.min() == 10 and uniform.max() == favoured.max() == 90
+    # P(q <= 30) is 21/81 uniformly and sqrt(21/81) = 0.51 with power 2
+    assert abs(np.mean(uniform <= 30) - 21 / 81) < 0.03
+    assert abs(np.mean(favoured <= 30) - np.sqrt(21 / 81)) < 0.03
+    assert set(np.unique(favoured)) == set(range(10, 91))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -267,6 +267,31 @@ def test_cpu_precisions_that_would_not_pay_are_refused(
         train(tiny_config(tmp_path, precision=precision, steps=1))
 
 
+def test_quality_power_reaches_the_jpeg_patches(tmp_path, monkeypatch):
+    from lipt_core import degradations
+    from lipt_core.training import PatchDataset
+
+    image = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    compress = degradations.jpeg_compress
+
+    def qualities_drawn(power):
+        drawn = []
+        monkeypatch.setattr(
+            degradations, "jpeg_compress", lambda p, q: drawn.append(q) or compress(p, q)
+        )
+        config = tiny_config(tmp_path, task="car", scale=1, quality_power=power)
+        dataset = PatchDataset([image], config)
+        for index in range(400):
+            dataset[index]
+        return np.array(drawn)
+
+    uniform, favoured = qualities_drawn(1.0), qualities_drawn(2.0)
+    assert abs(np.mean(uniform <= 30) - 21 / 81) < 0.06
+    assert abs(np.mean(favoured <= 30) - np.sqrt(21 / 81)) < 0.06
+    with pytest.raises(UsageError, match="quality_power"):
+        tiny_config(tmp_path, task="car", scale=1, quality_power=0)
+
+
 def test_inference_form_starts_with_normalised_attention_inputs():
     """As the training form's BatchNorm would: q/v channels with mean 0, std 1 on the batch (the
     default initialisation gives attention logits of ~1e4: a hard argmax that cannot learn)."""
