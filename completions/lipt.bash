@@ -46,7 +46,7 @@ _lipt() {
                 --json) COMPREPLY=( $(compgen -f -- "$cur") ); return ;;
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=( $(compgen -W "--task --data --weights --model --baseline --scale --sigma --quality --seed --color --gray-as-luma --window-size --json -h --help" -- "$cur") )
+                COMPREPLY=( $(compgen -W "--task --data --weights --model --baseline --scale --sigma --quality --seed --color --gray-as-luma --window-size --ensemble --json -h --help" -- "$cur") )
             else
                 COMPREPLY=()
             fi
@@ -91,7 +91,7 @@ _lipt() {
                 --shard) COMPREPLY=(); return ;;
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=( $(compgen -W "--scale --output -o --format --recursive -r --skip-existing --overwrite --model --weights --tile --tile-overlap --device --precision --json --shard --quiet -q -h --help" -- "$cur") )
+                COMPREPLY=( $(compgen -W "--scale --output -o --format --recursive -r --skip-existing --overwrite --model --weights --tile --tile-overlap --device --precision --ensemble --json --shard --quiet -q -h --help" -- "$cur") )
             else
                 COMPREPLY=( $(compgen -f -- "$cur") )
             fi
@@ -111,7 +111,7 @@ _lipt() {
                 --shard) COMPREPLY=(); return ;;
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=( $(compgen -W "--sigma --output -o --format --recursive -r --skip-existing --overwrite --model --weights --tile --tile-overlap --device --precision --json --shard --quiet -q -h --help" -- "$cur") )
+                COMPREPLY=( $(compgen -W "--sigma --output -o --format --recursive -r --skip-existing --overwrite --model --weights --tile --tile-overlap --device --precision --ensemble --json --shard --quiet -q -h --help" -- "$cur") )
             else
                 COMPREPLY=( $(compgen -f -- "$cur") )
             fi
@@ -131,7 +131,7 @@ _lipt() {
                 --shard) COMPREPLY=(); return ;;
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=( $(compgen -W "--quality --output -o --format --recursive -r --skip-existing --overwrite --model --weights --tile --tile-overlap --device --precision --json --shard --quiet -q -h --help" -- "$cur") )
+                COMPREPLY=( $(compgen -W "--quality --output -o --format --recursive -r --skip-existing --overwrite --model --weights --tile --tile-overlap --device --precision --ensemble --json --shard --quiet -q -h --help" -- "$cur") )
             else
                 COMPREPLY=( $(compgen -f -- "$cur") )
             fi

@@ -366,6 +366,7 @@ class RestoreRequest:
     precision: str = "auto"
     tile: int | str | None = "auto"
     tile_overlap: int | None = None
+    ensemble: bool = False  # average the 8 flips and rotations of each tile
 
 
 @dataclass
@@ -506,6 +507,7 @@ def restore_request(
         precision=value("precision") or "auto",
         tile=parse_tile(value("tile") if "tile" in options else "auto"),
         tile_overlap=value("tile_overlap"),
+        ensemble=bool(value("ensemble")),
     )
 
 
@@ -534,6 +536,7 @@ def build_restorer(request: RestoreRequest, callbacks: BatchCallbacks | None = N
             precision=request.precision,
             tile=request.tile,
             tile_overlap=request.tile_overlap,
+            ensemble=request.ensemble,
             on_warning=callbacks.on_warning,
         )
 

@@ -109,6 +109,9 @@ class EvalConfig:
             scale; the bundled gray model, where one ships, when `gray` is True); with
             `weights`, checked against them.
         window_size: attention window for published checkpoints (shapes do not reveal it).
+        ensemble: score the model's self-ensemble (the average over the 8 flips and rotations,
+            `lipt_core.restore.dihedral_average`), when the model is loaded from `weights` or
+            `model` (a model given to :func:`evaluate` runs as it is).
     """
 
     task: str
@@ -123,6 +126,7 @@ class EvalConfig:
     weights: Path | None = None
     model: str | None = None
     window_size: int | None = None
+    ensemble: bool = False
 
 
 @dataclass
@@ -238,11 +242,13 @@ def load_model(
     model: str | None = None,
     window_size: int | None = None,
     precision: str = "fp32",
+    ensemble: bool = False,
 ) -> EvalModel:
     """A checkpoint (path or URL) as an :class:`EvalModel`, run through
     :class:`lipt_core.restore.Restorer` (any image size: whole or tiled as memory allows;
     a training form folded first) in fp32, so that no reduced precision shifts the scores
-    (``precision`` other than fp32: to measure what a reduced one costs).
+    (``precision`` other than fp32: to measure what a reduced one costs); ``ensemble``: its
+    average over the 8 flips and rotations.
 
     `model`, a preset name, must then describe the checkpoint's network.
     """
@@ -251,7 +257,9 @@ def load_model(
     from lipt_core.models.config import preset_config
     from lipt_core.restore import Restorer
 
-    engine = Restorer.from_weights(weights, window_size=window_size, precision=precision)
+    engine = Restorer.from_weights(
+        weights, window_size=window_size, precision=precision, ensemble=ensemble
+    )
     config = engine.model.config
     if model is not None:
         preset = preset_config(model, scale=config.scale, colors=config.colors)
@@ -268,7 +276,8 @@ def load_model(
 
     return EvalModel(
         name=f"{model or 'LIPT'} ({Path(str(weights)).name})"
-        + ("" if engine.precision == "fp32" else f" {engine.precision}"),
+        + ("" if engine.precision == "fp32" else f" {engine.precision}")
+        + (" x8 ensemble" if ensemble else ""),
         scale=config.scale,
         colors=config.colors,
         run=run,
@@ -366,6 +375,8 @@ def _plan(config: EvalConfig, restorer: EvalModel | None, *, model_pending: bool
         raise UsageError("--color applies to denoise and car (SR is scored on Y)")
     if task != "sr" and config.gray_as_luma:
         raise UsageError("--gray-as-luma applies to --task sr only")
+    if config.ensemble and restorer is None and not model_pending:
+        raise UsageError("--ensemble needs a model (--model or --weights)")
 
     if restorer is not None:
         if restorer.task and restorer.task != task:
@@ -575,7 +586,12 @@ def evaluate(
     files = list_images(config.data)
     if loading:
         assert config.weights is not None
-        restorer = load_model(config.weights, model=config.model, window_size=config.window_size)
+        restorer = load_model(
+            config.weights,
+            model=config.model,
+            window_size=config.window_size,
+            ensemble=config.ensemble,
+        )
     plan = _plan(config, restorer)
 
     start = time.perf_counter()

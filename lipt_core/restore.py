@@ -24,6 +24,9 @@ What it takes care of:
   or in bf16 mixed precision when asked and the CPU has native bf16; CUDA in bf16 where supported
   (``precision="auto"``), or as asked. A tile whose output is not finite is redone in fp32, with
   a warning.
+* **Self-ensemble.** ``ensemble=True`` restores each tile in its 8 flips and rotations and
+  averages the 8 results, turned back (:func:`dihedral_average`): 8 times the compute for a
+  cleaner result, the "+" of the EDSR and SwinIR papers.
 * **Metadata.** Bit depth, gray/colour, ICC profile and EXIF travel to the output image.
 """
 
@@ -66,6 +69,31 @@ MAX_TILE_BATCH = 8
 
 Warn = Callable[[str], None]
 TileCallback = Callable[[int, int], None]
+
+
+def dihedral_average(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    """The mean of ``fn`` over the 8 flips and 90-degree rotations of ``x``, each turned back.
+
+    Args:
+        fn: (N, C, H, W) -> (N, C', H*s, W*s), for any H and W (a rotation swaps them) and
+            equivariant in layout: what ``fn`` does to a rotated image, rotated back, is another
+            estimate of ``fn(x)``, as for any image restoration network.
+        x: (N, C, H, W).
+
+    Returns:
+        (N, C', H*s, W*s) float32: the average of the 8 estimates. They run one after another,
+        so the peak memory is that of one ``fn`` call plus the running sum.
+    """
+    total: Tensor | None = None
+    for flip in (False, True):
+        flipped = x.flip(-1) if flip else x
+        for turns in range(4):
+            y = fn(torch.rot90(flipped, turns, dims=(-2, -1)) if turns else flipped)
+            y = torch.rot90(y, -turns, dims=(-2, -1)) if turns else y
+            y = y.flip(-1) if flip else y
+            total = y.float() if total is None else total.add_(y)
+    assert total is not None
+    return total.div_(8.0)
 
 
 class OutOfMemory(LiptError):
@@ -341,6 +369,8 @@ class Restorer:
             fit) or a number.
         memory_budget: bytes the activations of one forward pass may use; None: from the
             device (CPU: half the available RAM, at most `CPU_MEMORY_CAP`; CUDA: 80 % of free).
+        ensemble: average each tile over its 8 flips and rotations (:func:`dihedral_average`;
+            8 times slower).
         on_warning: called with a one-line message (fp32 redo, smaller tiles after OOM, ...).
         source: where the weights came from, for messages.
     """
@@ -357,6 +387,7 @@ class Restorer:
         tile_overlap: int | None = None,
         batch_size: int | str = "auto",
         memory_budget: int | None = None,
+        ensemble: bool = False,
         on_warning: Warn | None = None,
         source: str | None = None,
     ) -> None:
@@ -395,6 +426,7 @@ class Restorer:
             raise UsageError(f"batch size must be a positive integer or 'auto', got {batch_size!r}")
         self.batch_size = batch_size
         self.memory_budget = memory_budget
+        self.ensemble = bool(ensemble)
         self._tile_cap: int | None = None  # lowered after an out-of-memory error
         self.bytes_per_pixel = activation_bytes_per_pixel(self.model, self.dtype)
         self.gray_companion: Restorer | None = None
@@ -559,9 +591,14 @@ class Restorer:
 
     def _run(self, x: Tensor, dtype: torch.dtype) -> Tensor:
         if dtype == torch.float32:
-            return self.model(x)
-        with torch.autocast(device_type=self.device.type, dtype=dtype):
-            return self.model(x)
+            network = self.model
+        else:
+
+            def network(tile: Tensor) -> Tensor:
+                with torch.autocast(device_type=self.device.type, dtype=dtype):
+                    return self.model(tile)
+
+        return dihedral_average(network, x) if self.ensemble else network(x)
 
     def restore_tensor(
         self,
@@ -676,6 +713,7 @@ class Restorer:
             "precision": self.precision,
             "tile": self.tile,
             "tile_overlap": self.tile_overlap,
+            "ensemble": self.ensemble,
             "gray_model": None if self.gray_companion is None else self.gray_companion.info.source,
         }
 
@@ -736,6 +774,7 @@ __all__ = [
     "available_memory",
     "check_condition",
     "check_task",
+    "dihedral_average",
     "resolve_device",
     "resolve_precision",
 ]

@@ -203,6 +203,10 @@ def test_checkpoint_model_end_to_end(small_set, tmp_path):
         evaluate(EvalConfig(task="denoise", data=small_set, weights=weights))
     with pytest.raises(UsageError, match="not a lipt-small network"):
         evaluate(EvalConfig(task="sr", data=small_set, weights=weights, model="lipt-small"))
+    ensemble = evaluate(EvalConfig(task="sr", data=small_set, weights=weights, ensemble=True))
+    assert ensemble.methods["model"].endswith("x8 ensemble")
+    assert ensemble.mean("model").psnr != report.mean("model").psnr
+    assert ensemble.mean("baseline").psnr == report.mean("baseline").psnr
 
 
 def test_a_preset_alone_evaluates_its_bundled_weights(small_set):
@@ -230,6 +234,7 @@ def test_a_preset_alone_evaluates_its_bundled_weights(small_set):
         ({"task": "sr", "scale": 2, "baseline": "bicubic", "gray": True}, "--color applies"),
         ({"task": "car", "baseline": "identity", "gray_as_luma": True}, "--gray-as-luma"),
         ({"task": "deblur", "baseline": "identity"}, "unknown task"),
+        ({"task": "denoise", "baseline": "identity", "ensemble": True}, "--ensemble needs a model"),
     ],
 )
 def test_inconsistent_requests(small_set, options, message):

@@ -17,6 +17,7 @@ from lipt_core.restore import (
     activation_bytes_per_pixel,
     check_condition,
     cpu_has_native_bf16,
+    dihedral_average,
     resolve_device,
     resolve_precision,
 )
@@ -147,6 +148,39 @@ def test_cpu_bf16_is_mixed_precision_close_to_fp32():
     difference = np.abs(fast - exact)
     # bf16 keeps 8 significant bits: a grey level or so where fp32 is exact, never more.
     assert 0 < difference.mean() < 0.5 / 255 and difference.max() < 4 / 255
+
+
+def test_dihedral_average_turns_each_estimate_back():
+    x = torch.rand(2, 3, 5, 7)
+    upscale = lambda t: t.repeat_interleave(2, -2).repeat_interleave(2, -1)  # noqa: E731
+    # an equivariant function is its own average
+    assert torch.allclose(dihedral_average(upscale, x), upscale(x))
+
+    # a column ramp seen in the 8 orientations: widths 7 and 5, so its mean is (6 + 4) / 4
+    def add_column_index(t):
+        return t + torch.arange(t.shape[-1], dtype=t.dtype)
+
+    average = dihedral_average(add_column_index, x)
+    assert average.shape == x.shape
+    assert torch.allclose(average, x + 2.5, atol=1e-6)
+
+
+def test_ensemble_averages_the_model_over_flips_and_rotations():
+    model = tiny_model(scale=2)
+    image = _image(h=24, w=40)
+    plain = Restorer(model, tile=0).restore(image).pixels
+    restorer = Restorer(model, tile=0, ensemble=True)
+    assert restorer.describe()["ensemble"] is True
+    averaged = restorer.restore(image).pixels
+    x = torch.from_numpy(image.pixels).permute(2, 0, 1)[None] * 255
+    with torch.inference_mode():
+        expected = dihedral_average(model, x).div(255).clamp(0, 1)[0].permute(1, 2, 0).numpy()
+    assert np.allclose(averaged, expected, atol=1e-5)
+    # a random network is far from equivariant: the ensemble is another result
+    assert np.abs(averaged - plain).mean() > 1e-3
+    # tiled: each tile averaged, then blended as without the ensemble
+    tiled = Restorer(model, tile=16, tile_overlap=8, ensemble=True).restore(image).pixels
+    assert np.abs(tiled - averaged).max() < 0.05
 
 
 def test_tile_options_are_validated():

@@ -294,6 +294,18 @@ def test_tiled_and_whole_outputs_agree(tmp_path, weights):
     assert difference.max() <= 3 and difference.mean() < 0.05, (difference.max(), difference.mean())
 
 
+def test_ensemble_averages_flips_and_rotations(tmp_path, weights):
+    PILImage.fromarray(u8(40, 56)).save(tmp_path / "photo.png")
+    outputs = {}
+    for name, extra in (("plain", []), ("ensemble", ["--ensemble"])):
+        result = run("denoise", tmp_path / "photo.png", "--weights", weights["denoise"],
+                     "-o", tmp_path / f"{name}.png", "--json", "-", *extra)  # fmt: skip
+        assert result.exit_code == 0, result.output
+        outputs[name] = lio.read_image(tmp_path / f"{name}.png").pixels
+    assert outputs["ensemble"].shape == outputs["plain"].shape
+    assert 0 < np.abs(outputs["ensemble"] - outputs["plain"]).mean() < 0.1
+
+
 def test_weights_from_a_url_with_a_pin(tmp_path, weights, monkeypatch):
     monkeypatch.setenv("LIPT_CACHE_DIR", str(tmp_path / "cache"))
     site = tmp_path / "site"
