@@ -119,10 +119,11 @@ class RestoreView:
         model = plan.model
         if self.plain:
             gray = f", gray photos with {model['gray_model']}" if model.get("gray_model") else ""
+            ensemble = ", x8 ensemble" if model.get("ensemble") else ""
             self.console.print(
                 f"lipt {self.task}: {plan.total} file{'s' if plan.total != 1 else ''} with "
                 f"x{model['scale']} {model.get('source') or 'model'}{gray} on {model['device']} "
-                f"({model['precision']})"
+                f"({model['precision']}{ensemble})"
             )
         for result in plan.settled:
             if result.status == "failed":

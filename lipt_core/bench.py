@@ -86,6 +86,7 @@ from lipt_core.models.config import PRESETS, VALID_SCALES, create_model
 from lipt_core.models.hrm import HRM
 from lipt_core.peers import PEERS, create_peer
 from lipt_core.peers.elan import LFE
+from lipt_core.restore import DTYPES, PRECISIONS
 
 __all__ = [
     "CSV_COLUMNS",
@@ -119,8 +120,6 @@ PARTS = ("msa", "mlp", "conv", "other")
 PART_LABELS = {"msa": "MSA", "mlp": "MLP", "conv": "Conv", "other": "Other"}
 FORMS = ("inference", "training", "both")
 DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 FLOP_NOTE = (
     "FLOPs: true floating-point operations (2 per multiply-add) of matrix multiplications and "
     "convolutions, counted by torch.utils.flop_counter; softmax, normalisation, activations and "

@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 
 TASKS = ("sr", "denoise", "car")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
-_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 CPU_MEMORY_CAP = 1 << 30
 """Most memory a tile's activations may take on the CPU (bytes). Larger tiles are no faster
@@ -181,11 +181,11 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
     if name == "bf16" and not torch.cuda.is_bf16_supported():
         raise UsageError(f"precision bf16 is not supported by {torch.cuda.get_device_name(device)}")
-    return _DTYPES[name]
+    return DTYPES[name]
 
 
 def precision_name(dtype: torch.dtype) -> str:
-    return {v: k for k, v in _DTYPES.items()}[dtype]
+    return {v: k for k, v in DTYPES.items()}[dtype]
 
 
 def _is_out_of_memory(error: BaseException) -> bool:

@@ -33,11 +33,10 @@ import torch.nn.functional as F
 from PIL import Image as PILImage
 
 from lipt_core.errors import CheckpointError, InputError, UsageError
+from lipt_core.restore import PRECISIONS, TASKS
 
-TASKS = ("sr", "denoise", "car")
 FORMS = ("training", "inference")
 SCHEDULES = ("cosine", "multistep", "constant")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 CHECKPOINT_FORMAT = "lipt-train"
 

@@ -299,8 +299,11 @@ def test_ensemble_averages_flips_and_rotations(tmp_path, weights):
     outputs = {}
     for name, extra in (("plain", []), ("ensemble", ["--ensemble"])):
         result = run("denoise", tmp_path / "photo.png", "--weights", weights["denoise"],
-                     "-o", tmp_path / f"{name}.png", "--json", "-", *extra)  # fmt: skip
+                     "-o", tmp_path / f"{name}.png", *extra)  # fmt: skip
         assert result.exit_code == 0, result.output
+        header = result.output.splitlines()[0]
+        assert header.startswith("lipt denoise: 1 file with")
+        assert ("x8 ensemble" in header) == (name == "ensemble"), header
         outputs[name] = lio.read_image(tmp_path / f"{name}.png").pixels
     assert outputs["ensemble"].shape == outputs["plain"].shape
     assert 0 < np.abs(outputs["ensemble"] - outputs["plain"]).mean() < 0.1
