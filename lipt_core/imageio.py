@@ -34,6 +34,7 @@ import secrets
 import stat
 import struct
 import threading
+import warnings
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -312,6 +313,7 @@ def _reason(exc: BaseException) -> str:
 _guard_lock = threading.Lock()
 _guard_depth = 0
 _guard_saved: tuple[int | None, bool] = (None, False)
+_guard_warnings: warnings.catch_warnings | None = None
 
 
 @contextlib.contextmanager
@@ -320,15 +322,21 @@ def _pillow_guard() -> Iterator[None]:
 
     ``max_pixels`` replaces Pillow's own decompression-bomb limit (a warning above ~89 MP, an
     error above ~179 MP, whatever the caller asked for); ``LOAD_TRUNCATED_IMAGES`` must be False
-    so that a truncated file raises instead of decoding to partly grey pixels. Both are Pillow
-    globals: they are set while any read is in progress and restored after the last one.
+    so that a truncated file raises instead of decoding to partly grey pixels. Pillow's own
+    warnings (such as "Corrupt EXIF data") are silenced: a file that still decodes is fine, one
+    that does not raises an :class:`InputError`, and either way the user sees one line, not a
+    Python warning. All three are process globals: they are set while any read is in progress
+    and restored after the last one.
     """
-    global _guard_depth, _guard_saved
+    global _guard_depth, _guard_saved, _guard_warnings
     with _guard_lock:
         if _guard_depth == 0:
             _guard_saved = (PILImage.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES)
             PILImage.MAX_IMAGE_PIXELS = None
             ImageFile.LOAD_TRUNCATED_IMAGES = False
+            _guard_warnings = warnings.catch_warnings()
+            _guard_warnings.__enter__()
+            warnings.filterwarnings("ignore", module=r"PIL\.")
         _guard_depth += 1
     try:
         yield
@@ -337,6 +345,9 @@ def _pillow_guard() -> Iterator[None]:
             _guard_depth -= 1
             if _guard_depth == 0:
                 PILImage.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = _guard_saved
+                if _guard_warnings is not None:
+                    _guard_warnings.__exit__(None, None, None)
+                    _guard_warnings = None
 
 
 def _sniff(p: Path) -> str | None:
@@ -356,7 +367,7 @@ def _sniff(p: Path) -> str | None:
 
 def _check_size(p: Path, width: int, height: int, max_pixels: int) -> None:
     if width <= 0 or height <= 0:
-        raise InputError(f"{p}: invalid image size {width}x{height}")
+        raise InputError(f"{p}: corrupt image header (it gives the size {width}x{height})")
     if width * height > max_pixels:
         raise InputError(
             f"{p}: image is {width}x{height} = {width * height:,} pixels, "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from pathlib import Path
 
 import cv2
@@ -652,12 +653,14 @@ def _bad_input(tmp_path: Path, kind: str) -> Path:
 )
 def test_bad_inputs_give_input_error_naming_the_file(tmp_path: Path, capfd, kind: str) -> None:
     path = _bad_input(tmp_path, kind)
-    with pytest.raises(InputError) as info:
+    with warnings.catch_warnings(record=True) as leaked, pytest.raises(InputError) as info:
+        warnings.simplefilter("always")
         lio.read_image(path)
     message = str(info.value)
     assert path.name in message and "\n" not in message
     captured = capfd.readouterr()
     assert captured.out == "" and captured.err == ""  # the library never prints
+    assert [str(w.message) for w in leaked] == []  # nor lets Pillow warn the user
 
 
 def test_bad_input_messages_say_what_is_wrong(tmp_path: Path) -> None:
