@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,24 +25,14 @@ def write_json(value: Any, path: Path) -> None:
     if str(path) == "-":
         sys.stdout.write(text)
         return
+    from lipt_core.files import write_bytes
+
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp_name = tempfile.mkstemp(
-            prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
-        )
+        write_bytes(path, text.encode("utf-8"))
     except OSError as error:
         raise InputError(f"{path}: cannot write JSON ({error.strerror or error})") from None
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-        os.replace(temp_name, path)
-    except OSError as error:
-        Path(temp_name).unlink(missing_ok=True)
-        raise InputError(f"{path}: cannot write JSON ({error.strerror or error})") from None
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
 
 
 def render_conversion(report: ConversionReport) -> None:

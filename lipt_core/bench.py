@@ -81,6 +81,7 @@ import torch
 from torch import nn
 
 from lipt_core.errors import LiptError, UsageError
+from lipt_core.files import replacing, write_bytes
 from lipt_core.models.attention import NVSMSA
 from lipt_core.models.config import PRESETS, VALID_SCALES, create_model
 from lipt_core.models.hrm import HRM
@@ -585,21 +586,21 @@ def csv_rows(report: BenchReport) -> list[dict[str, Any]]:
 
 
 def write_json(report: BenchReport, path: str | os.PathLike[str]) -> None:
-    """Write ``report.to_dict()`` as indented JSON."""
+    """Write ``report.to_dict()`` as indented JSON, atomically."""
     import json
 
     try:
-        Path(path).write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+        write_bytes(path, (json.dumps(report.to_dict(), indent=2) + "\n").encode("utf-8"))
     except OSError as error:
         raise LiptError(f"{path}: cannot write: {error.strerror or error}") from None
 
 
 def write_csv(report: BenchReport, path: str | os.PathLike[str]) -> None:
-    """Write :func:`csv_rows` with a header of :data:`CSV_COLUMNS`."""
+    """Write :func:`csv_rows` with a header of :data:`CSV_COLUMNS`, atomically."""
     import csv
 
     try:
-        with open(path, "w", newline="", encoding="utf-8") as handle:
+        with replacing(path) as temp, open(temp, "w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
             writer.writeheader()
             writer.writerows(csv_rows(report))

@@ -11,17 +11,17 @@ import math
 import os
 import pickle
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
 from lipt_core.errors import CheckpointError
+from lipt_core.files import write_bytes
 from lipt_core.models.config import RGB_MEAN, LIPTConfig
 from lipt_core.models.hrm import SOBEL_X, SOBEL_Y
 from lipt_core.models.lipt import LIPT
@@ -384,19 +384,25 @@ def model_metadata(model: LIPT, *, task: str | None = None, **extra: str) -> dic
 def save_model(
     model: LIPT, path: str | os.PathLike, *, task: str | None = None, **extra: str
 ) -> None:
-    """Write `model` as safetensors with its metadata, atomically (temp file, then rename)."""
+    """Write `model` as safetensors with its metadata, atomically (temp file, then rename).
+    The same weights and metadata always give the same bytes, so a file's SHA-256 names them."""
     path = Path(path)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     metadata = model_metadata(model, task=task, **extra)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        save_file(state, temp_name, metadata=metadata)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    write_bytes(path, _sorted_header(save(state, metadata=metadata)))
+
+
+def _sorted_header(blob: bytes) -> bytes:
+    """`blob` (safetensors) with its JSON header's keys sorted: safetensors writes the metadata
+    in hash order, which changes from one write to the next. Tensor offsets count from the end
+    of the header, so the data stays as it is; the header is padded with spaces to a multiple
+    of 8 bytes, as safetensors pads it."""
+    size = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8 : 8 + size])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + blob[8 + size :]
 
 
 def load_checkpoint(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from torch import Tensor
 
 from lipt_core.checkpoint import load_checkpoint, save_model
 from lipt_core.errors import UsageError, VerificationError
+from lipt_core.files import replacing
 from lipt_core.models.config import LIPTConfig
 from lipt_core.models.lipt import LIPT
 from lipt_core.reparam import reparameterize
@@ -132,24 +132,17 @@ def _export_and_check(
     from lipt_core.export import export_onnx, run_onnx
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        export_onnx(fused, temp_name, example=inputs[0])
+    with replacing(path) as temp:
+        export_onnx(fused, temp, example=inputs[0])
         results = []
         for image in inputs:
             with torch.no_grad():
                 expected = fused(image)
-            results.append(
-                (tuple(image.shape), Agreement.between(run_onnx(temp_name, image), expected))
-            )
+            results.append((tuple(image.shape), Agreement.between(run_onnx(temp, image), expected)))
         worst = max(agreement.relative_error for _, agreement in results)
         if not worst <= ONNX_TOLERANCE and not force:
             raise VerificationError(
                 f"{path}: the ONNX model differs from PyTorch by {worst:.2e} relative, above "
                 f"{ONNX_TOLERANCE:.0e}; nothing written (--force writes it anyway)"
             )
-        os.replace(temp_name, path)
-    finally:
-        Path(temp_name).unlink(missing_ok=True)
     return results

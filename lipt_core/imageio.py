@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import secrets
 import stat
 import struct
 import threading
@@ -47,6 +46,7 @@ from PIL import Image as PILImage
 from PIL import ImageFile, TiffImagePlugin
 
 from lipt_core.errors import InputError, UsageError
+from lipt_core.files import replacing
 
 try:  # LittleCMS bindings are optional in Pillow builds
     from PIL import ImageCms
@@ -930,50 +930,12 @@ def _check_target(image: Image, target: Path) -> None:
 
 def _atomic_write(target: Path, write: Callable[[BinaryIO], None]) -> None:
     """Run ``write`` on a temporary file beside ``target``, then rename it onto ``target``."""
-    folder = target.parent
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    for _ in range(100):
-        tmp = folder / f".{target.name}.{secrets.token_hex(6)}.tmp"
-        try:
-            fd = os.open(tmp, flags, 0o666)  # 0o666 & ~umask, like any new file
-            break
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            raise InputError(f"{target}: cannot write ({exc.strerror or exc})") from exc
-    else:  # pragma: no cover - 100 random names taken
-        raise InputError(f"{target}: cannot create a temporary file in {folder}")
     try:
-        try:
-            with os.fdopen(fd, "wb") as fp:
-                write(fp)
-                fp.flush()
-                os.fsync(fp.fileno())
-            os.replace(tmp, target)
-        except (OSError, ValueError, cv2.error) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else _reason(exc)
-            raise InputError(f"{target}: cannot write ({reason})") from exc
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_folder(folder)
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename durable where the platform allows (POSIX); best effort."""
-    if os.name != "posix":
-        return
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        with replacing(target) as temp, open(temp, "wb") as fp:
+            write(fp)
+    except (OSError, ValueError, cv2.error) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else _reason(exc)
+        raise InputError(f"{target}: cannot write ({reason})") from exc
 
 
 _QUANTIZE_CHUNK = 1 << 22  # samples per block: the float temporaries stay ~16 MB

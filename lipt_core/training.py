@@ -19,7 +19,6 @@ import json
 import math
 import os
 import signal
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -33,6 +32,7 @@ import torch.nn.functional as F
 from PIL import Image as PILImage
 
 from lipt_core.errors import CheckpointError, InputError, UsageError
+from lipt_core.files import write_bytes
 from lipt_core.restore import PRECISIONS, TASKS
 
 FORMS = ("training", "inference")
@@ -279,23 +279,6 @@ def config_to_toml(config: TrainConfig) -> str:
     return "# lipt train: resolved configuration\n" + "\n".join(scalars + tables) + "\n"
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temp, 0o666 & ~umask)  # mkstemp makes it 0600; give it a normal file's mode
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
 # ---------------------------------------------------------------------------------------------
 # Data
 
@@ -447,7 +430,7 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """torch.save to a temporary file in the same folder, fsync, then rename over `path`."""
     buffer = io.BytesIO()
     torch.save(payload, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    write_bytes(path, buffer.getvalue())
 
 
 def _cpu(state: Mapping[str, Any]) -> dict[str, Any]:
@@ -684,7 +667,7 @@ def train(
 
     if dist_info.main:
         output.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(output / "config.toml", config_to_toml(config).encode("utf-8"))
+        write_bytes(output / "config.toml", config_to_toml(config).encode("utf-8"))
 
     # More loader processes than cores only slows the training step down (batches follow from
     # the step number, so the count does not change what is trained).

@@ -3,7 +3,8 @@
 A URL may carry its expected SHA-256 as a fragment, ``https://host/model.safetensors#sha256=HEX``:
 the download is checked against it and refused on mismatch, and a cached copy is used only if it
 still has that hash. Downloads go to a hidden temporary file beside their final name and are
-renamed into place when complete and verified, so the cache never holds a partial file.
+renamed into place when complete and verified (`lipt_core.files.replacing`), so the cache never
+holds a partial file.
 
 Schemes: ``https://``; plain ``http://`` only for a loopback host (127.0.0.1, ::1, localhost),
 which is what tests and local mirrors use; a remote ``http://`` URL is refused, since nothing
@@ -19,11 +20,9 @@ the CLI asks for ``--weights`` instead of ever running random weights as if they
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import re
-import secrets
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -31,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lipt_core.errors import CheckpointError, UsageError
+from lipt_core.files import replacing
 
 Progress = Callable[[int, int | None], None]
 
@@ -148,35 +148,32 @@ def download(
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise CheckpointError(f"cannot create the cache folder {folder}: {error}") from None
-    temp = folder / f".{target.name}.{secrets.token_hex(6)}.part"
     digest = hashlib.sha256()
     try:
         request = urllib.request.Request(url, headers={"User-Agent": "lipt"})
         with (
+            replacing(target) as temp,
             urllib.request.urlopen(request, timeout=TIMEOUT_S) as response,
-            open(temp, "wb") as handle,
         ):
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
             done = 0
             if progress:
                 progress(0, total)
-            while block := response.read(CHUNK):
-                handle.write(block)
-                digest.update(block)
-                done += len(block)
-                if progress:
-                    progress(done, total)
+            with open(temp, "wb") as handle:
+                while block := response.read(CHUNK):
+                    handle.write(block)
+                    digest.update(block)
+                    done += len(block)
+                    if progress:
+                        progress(done, total)
             if total is not None and done != total:
                 raise CheckpointError(f"{url}: download incomplete ({done} of {total} bytes)")
-            handle.flush()
-            os.fsync(handle.fileno())
-        actual = digest.hexdigest()
-        if pin is not None and actual != pin:
-            raise CheckpointError(
-                f"{url}: SHA-256 mismatch: expected {pin}, got {actual}; the file was not kept"
-            )
-        os.replace(temp, target)
+            actual = digest.hexdigest()
+            if pin is not None and actual != pin:
+                raise CheckpointError(
+                    f"{url}: SHA-256 mismatch: expected {pin}, got {actual}; the file was not kept"
+                )
     except urllib.error.HTTPError as error:
         raise CheckpointError(
             f"{url}: download failed (HTTP {error.code} {error.reason})"
@@ -187,9 +184,6 @@ def download(
         raise CheckpointError(f"{url}: download failed ({error})") from None
     except OSError as error:
         raise CheckpointError(f"{url}: cannot save the download ({error})") from None
-    finally:
-        with contextlib.suppress(OSError):
-            temp.unlink()
     return target
 
 

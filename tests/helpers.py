@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -67,3 +68,10 @@ def load_benchmark(stem: str) -> ModuleType:
         finally:
             sys.path.remove(str(folder))
     return sys.modules[name]
+
+
+def new_file_mode() -> int:
+    """The permission bits a newly created file gets here (0o666 less the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask

@@ -187,3 +187,20 @@ def test_our_format_round_trips_in_both_forms(tmp_path):
         with torch.no_grad():
             torch.testing.assert_close(loaded(x), form(x))
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_saving_is_reproducible_to_the_byte(tmp_path):
+    # safetensors writes its metadata in hash order; the registry's SHA-256 must name the weights
+    # and metadata, not the order one write happened to choose.
+    model = reparameterize(create_model("lipt-tiny", scale=2, channels=8).eval())
+    metadata = {f"key{i}": f"value {i}" for i in range(12)}
+    blobs = set()
+    for attempt in range(4):
+        path = tmp_path / f"{attempt}.safetensors"
+        save_model(model, path, task="sr", **metadata)
+        blobs.add(path.read_bytes())
+    assert len(blobs) == 1
+    loaded, read_back = load_checkpoint(tmp_path / "0.safetensors")
+    assert {k: read_back[k] for k in metadata} == metadata
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor)

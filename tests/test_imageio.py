@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import warnings
 from pathlib import Path
 
@@ -15,6 +14,8 @@ from PIL import ImageCms, ImageOps
 
 from lipt_core import imageio as lio
 from lipt_core.errors import InputError, UsageError
+
+from helpers import new_file_mode
 
 # ------------------------------------------------------------------------------------------
 # Test images
@@ -721,9 +722,7 @@ def test_successful_write_leaves_no_temp_files_and_normal_permissions(tmp_path: 
         lio.write_image(lio.Image(pixels=_pattern()), tmp_path / f"out.{ext}")
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["out.bmp", "out.jpg", "out.png", "out.tif", "out.webp"]
-    umask = os.umask(0)
-    os.umask(umask)
-    assert (tmp_path / "out.png").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert (tmp_path / "out.png").stat().st_mode & 0o777 == new_file_mode()
 
 
 def test_refuses_to_overwrite_the_input(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from lipt_cli.app import app
 from lipt_core import create_model, load_checkpoint, save_model
 from lipt_core.convert import convert_checkpoint
 
-from helpers import randomize_batchnorm, read_reference, relative_error
+from helpers import new_file_mode, randomize_batchnorm, read_reference, relative_error
 
 runner = CliRunner()
 
@@ -42,6 +42,8 @@ def test_convert_published_checkpoint(published_checkpoint, tmp_path):
         assert relative_error(model(x), expected) < 1e-4
     with safe_open(str(output), framework="pt") as handle:
         assert not any("branch" in key or ".bn." in key for key in handle.keys())  # noqa: SIM118 (not a dict)
+    assert output.stat().st_mode & 0o777 == new_file_mode()  # not a temporary file's 0600
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
 def test_convert_our_training_checkpoint_as_pt(tmp_path):
@@ -155,7 +157,8 @@ def test_onnx_export_agrees_with_pytorch_at_two_sizes(tmp_path):
     report = convert_checkpoint(
         source, tmp_path / "tiny_fused.safetensors", onnx_output=tmp_path / "tiny.onnx"
     )
-    assert (tmp_path / "tiny.onnx").exists()
+    assert (tmp_path / "tiny.onnx").stat().st_mode & 0o777 == new_file_mode()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
     shapes = [shape for shape, _ in report.onnx_agreement]
     assert len(set(shapes)) == 2  # two sizes: the export is dynamic
     assert all(agreement.relative_error < 1e-3 for _, agreement in report.onnx_agreement)
