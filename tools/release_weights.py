@@ -31,18 +31,29 @@ QUALITIES = (10, 20, 30, 40)
 
 
 @dataclass(frozen=True)
+class Stage:
+    """Steps trained with other batch settings than the checkpoint's own, which names only
+    those of its last run (from the run's log and the `===` lines in it)."""
+
+    until: int  # the stage ends at this step
+    batch_size: int
+    patch_size: int
+
+
+@dataclass(frozen=True)
 class Release:
     name: str
     run: str  # training-runs/<run>: last.pt and config.toml
+    earlier: tuple[Stage, ...] = ()  # the stages before the last run's batch settings
 
 
 RELEASES = (
-    Release("lipt-tiny-sr-x2", "sr_x2"),
-    Release("lipt-tiny-sr-x3", "sr_x3"),
+    Release("lipt-tiny-sr-x2", "sr_x2", (Stage(2400, 16, 48),)),
+    Release("lipt-tiny-sr-x3", "sr_x3", (Stage(2100, 16, 48),)),
     Release("lipt-tiny-sr-x4", "sr_x4"),
     Release("lipt-tiny-denoise", "denoise"),
-    Release("lipt-tiny-car", "car"),
-    Release("lipt-tiny-car-gray", "car_gray"),
+    Release("lipt-tiny-car", "car", (Stage(10000, 16, 48),)),
+    Release("lipt-tiny-car-gray", "car_gray", (Stage(19393, 16, 48),)),
 )
 
 
@@ -81,8 +92,8 @@ def export(release: Release) -> dict:
         condition, extra = f"quality {low}-{high}", {"quality": f"{low}-{high}"}
     photos = sorted({Path(d).name for d in train["train_dirs"]})
     training = (
-        f"{steps} Adam steps of {train['batch_size']} patches of {train['patch_size']}x"
-        f"{train['patch_size']} px (network input), {train['form']} form, on CPU; "
+        f"{_steps_text(release.earlier, steps, train)} (network input), {train['form']} form, "
+        "on CPU; "
         f"data: shared/data/train ({', '.join(photos)}); "
         f"config: configs/release/{release.run}.toml"
         + (f"; warm start: {Path(train['init_from']).parent.name}" if train["init_from"] else "")
@@ -116,6 +127,34 @@ def export(release: Release) -> dict:
 
 def _mean_psnr(report, method: str) -> float:
     return round(report.mean(method).psnr, 3)
+
+
+def _steps_text(earlier: tuple[Stage, ...], steps: int, train: dict) -> str:
+    """'N Adam steps of B patches of PxP px', a clause per stage, the last run's settings last."""
+    stages = [*earlier, Stage(steps, train["batch_size"], train["patch_size"])]
+    clauses, start = [], 0
+    for stage in stages:
+        if stage.until <= start:
+            raise SystemExit(f"stages must end at increasing steps, the last at {steps}: {stages}")
+        clauses.append(
+            f"{stage.until - start} {'more' if clauses else 'Adam steps'} of {stage.batch_size} "
+            f"patches of {stage.patch_size}x{stage.patch_size} px"
+        )
+        start = stage.until
+    return ", then ".join(clauses)
+
+
+def _tensors(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(path) if path.exists() else {}
+
+
+def _same_tensors(old: dict, new: dict) -> bool:
+    """Whether a re-export holds exactly the tensors it replaced (so their scores still hold)."""
+    import torch
+
+    return bool(old) and old.keys() == new.keys() and all(torch.equal(old[k], new[k]) for k in old)
 
 
 def evaluate_release(entry: dict) -> tuple[dict[str, float], list[dict]]:
@@ -270,7 +309,7 @@ def main() -> None:
     parser.add_argument("--no-eval", action="store_true", help="export only")
     parser.add_argument("--markdown", action="store_true", help="print the model card")
     args = parser.parse_args()
-    from lipt_core.pretrained import REGISTRY_FILE, registry
+    from lipt_core.pretrained import FOLDER, REGISTRY_FILE, registry
 
     results = _read_json(RESULTS, {})
     if args.markdown:
@@ -278,15 +317,19 @@ def main() -> None:
         return
     releases = [r for r in RELEASES if not args.only or r.name in args.only]
     for release in releases:
+        previous = _tensors(FOLDER / f"{release.name}.safetensors")
         entry = export(release)
         if not args.no_eval:
             entry["quality"], results[release.name] = evaluate_release(entry)
         # Re-read: several releases may be evaluated by parallel processes.
         entries = {e["name"]: e for e in _read_json(REGISTRY_FILE, [])}
-        if args.no_eval and release.name in entries:
-            old = entries[release.name]
-            if old["sha256"] == entry["sha256"]:
-                entry["quality"] = old["quality"]
+        # Scores carry over only to the very same weights (new metadata alone is fine).
+        if (
+            args.no_eval
+            and release.name in entries
+            and _same_tensors(previous, _tensors(FOLDER / entry["file"]))
+        ):
+            entry["quality"] = entries[release.name]["quality"]
         entries[release.name] = entry
         order = [r.name for r in RELEASES]
         _atomic_json(REGISTRY_FILE, sorted(entries.values(), key=lambda e: order.index(e["name"])))
