@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,12 +56,10 @@ RELEASES = (
 
 
 def _atomic_json(path: Path, value: object) -> None:
+    from lipt_core.files import write_bytes
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(handle, "w") as stream:
-        json.dump(value, stream, indent=2)
-        stream.write("\n")
-    os.replace(temp, path)
+    write_bytes(path, (json.dumps(value, indent=2) + "\n").encode("utf-8"))
 
 
 def _read_json(path: Path, default: object) -> object:
@@ -317,7 +313,7 @@ def main() -> None:
         return
     releases = [r for r in RELEASES if not args.only or r.name in args.only]
     for release in releases:
-        previous = _tensors(FOLDER / f"{release.name}.safetensors")
+        previous = _tensors(FOLDER / f"{release.name}.safetensors") if args.no_eval else {}
         entry = export(release)
         if not args.no_eval:
             entry["quality"], results[release.name] = evaluate_release(entry)
