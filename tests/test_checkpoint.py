@@ -152,7 +152,12 @@ def test_other_layouts_are_refused(tmp_path):
         (None, "no such file"),
         (b"", "empty file"),
         (b"hello, this is text\n", "not a checkpoint"),
+        # An image passed by mistake: the weights-only unpickler fails on its first byte, which
+        # is garbage, not a forbidden object.
+        (b"\x89PNG\r\n\x1a\n" + bytes(64), "not a checkpoint"),
+        (b"\xff\xd8\xff\xe0" + bytes(64), "not a checkpoint"),
     ],
+    ids=["missing", "empty", "text", "png", "jpeg"],
 )
 def test_unreadable_files_get_one_line_errors(tmp_path, content, message):
     path = tmp_path / "weights.pth"
