@@ -62,7 +62,9 @@ def read_tensors(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, str
         # "Unsupported operand" is the weights-only unpickler failing on bytes that are no
         # pickle at all (an image passed by mistake); its other refusals are objects it won't run.
         if "Unsupported operand" in str(error):
-            raise CheckpointError(f"{path}: not a checkpoint (neither safetensors nor a PyTorch file)") from None
+            raise CheckpointError(
+                f"{path}: not a checkpoint (neither safetensors nor a PyTorch file)"
+            ) from None
         if "weights_only" in str(error) or "Unsupported" in str(error):
             raise CheckpointError(
                 f"{path}: holds pickled objects other than plain tensors; refusing to unpickle "
