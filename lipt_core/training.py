@@ -839,9 +839,11 @@ def normalise_attention_inputs(model: torch.nn.Module, batch: torch.Tensor) -> N
 def warm_start(model: torch.nn.Module, source: str | os.PathLike) -> str:
     """Copy into `model` every tensor of checkpoint `source` whose name and shape match.
 
-    A training-form checkpoint is folded first when `model` is in inference form. What is not
-    taken over (a tail for another scale, a head for other colours) keeps its initialisation and
-    is named in the returned summary; a checkpoint that matches nothing is an error.
+    A training-form checkpoint is folded first when `model` is in inference form, and one with
+    fewer channels is widened (`lipt_core.growth.widen`: the wider network starts from the same
+    function). What is not taken over (a tail for another scale, a head for other colours) keeps
+    its initialisation and is named in the returned summary; a checkpoint that matches nothing is
+    an error.
     """
     from lipt_core.checkpoint import load_checkpoint
     from lipt_core.reparam import reparameterize
@@ -854,6 +856,19 @@ def warm_start(model: torch.nn.Module, source: str | os.PathLike) -> str:
             f"{source}: holds the inference form; a training-form run cannot start from it "
             '(set form = "inference")'
         )
+    notes = []
+    donor_channels = getattr(getattr(donor, "config", None), "channels", None)
+    channels = getattr(getattr(model, "config", None), "channels", None)
+    if donor_channels is not None and channels is not None and donor_channels < channels:
+        from lipt_core.growth import widen
+
+        if not getattr(model, "inference", False):
+            raise CheckpointError(
+                f"{source}: has {donor_channels} channels; widening it to {channels} needs "
+                'form = "inference"'
+            )
+        donor = widen(donor, channels)
+        notes.append(f"widened from {donor_channels} to {channels} channels")
     donor_state = donor.state_dict()
     target = model.state_dict()
     converted = _colour_to_gray(donor_state, donor, model)
@@ -870,6 +885,8 @@ def warm_start(model: torch.nn.Module, source: str | os.PathLike) -> str:
         raise CheckpointError(f"{source}: no tensor matches this network; cannot warm-start")
     unused = sorted(set(donor_state) - set(target))
     summary = f"warm start from {source}: {len(taken)} tensors taken"
+    if notes:
+        summary += f" ({'; '.join(notes)})"
     if converted:
         summary += f" ({', '.join(sorted(converted))} converted from colour to gray)"
     if fresh:

@@ -217,7 +217,14 @@ def test_example_configs_parse():
         1,
         "training-runs/car/last.pt",
     )
-    for config in release.values():  # never trained on the validation sets
+    wide = TrainConfig.from_dict(
+        read_config_file(REPO_ROOT / "configs/experiments/car_gray_c48.toml")
+    )
+    assert (wide.model_overrides, wide.init_from) == (
+        {"channels": 48},
+        "training-runs/car_gray/last.pt",
+    )
+    for config in [*release.values(), wide]:  # never trained on the validation sets
         assert not any(name in d for d in config.train_dirs for name in ("Set5", "Set14", "B100"))
 
 
@@ -384,3 +391,25 @@ def test_warm_start_turns_a_colour_donor_into_a_gray_network(tmp_path, scale):
     change = (luma - torch.nn.functional.interpolate(x, scale_factor=scale)).norm()
     assert (out - luma).norm() < 0.02 * change
     assert (fresh - luma).norm() > 0.5 * change
+
+
+def test_warm_start_widens_a_narrower_donor(tmp_path):
+    from lipt_core import create_model
+    from lipt_core.training import warm_start
+
+    train(tiny_config(tmp_path, form="inference", steps=2))
+    donor = load_checkpoint(tmp_path / "run" / "last.pt")[0].eval()
+    wide = create_model("lipt-tiny", scale=2, inference=True, **{**TINY, "channels": 12}).eval()
+    summary = warm_start(wide, tmp_path / "run" / "last.pt")
+    assert "widened from 8 to 12 channels" in summary and "newly initialised" not in summary
+    x = torch.rand(1, 3, 20, 28, generator=torch.Generator().manual_seed(5)) * 255
+    with torch.no_grad():
+        expected = donor(x)
+        assert ((wide(x) - expected).norm() / expected.norm()).item() < 1e-3
+    # Widening works on the plain convolutions only: a training-form network cannot be widened.
+    train(tiny_config(tmp_path, output=str(tmp_path / "training-form"), steps=1))
+    with pytest.raises(CheckpointError, match='widening it to 12 needs form = "inference"'):
+        warm_start(
+            create_model("lipt-tiny", scale=2, **{**TINY, "channels": 12}),
+            tmp_path / "training-form" / "last.pt",
+        )
