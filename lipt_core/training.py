@@ -856,7 +856,7 @@ def warm_start(model: torch.nn.Module, source: str | os.PathLike) -> str:
             f"{source}: holds the inference form; a training-form run cannot start from it "
             '(set form = "inference")'
         )
-    notes = []
+    widened = ""
     donor_channels = getattr(getattr(donor, "config", None), "channels", None)
     channels = getattr(getattr(model, "config", None), "channels", None)
     if donor_channels is not None and channels is not None and donor_channels < channels:
@@ -868,7 +868,7 @@ def warm_start(model: torch.nn.Module, source: str | os.PathLike) -> str:
                 'form = "inference"'
             )
         donor = widen(donor, channels)
-        notes.append(f"widened from {donor_channels} to {channels} channels")
+        widened = f" (widened from {donor_channels} to {channels} channels)"
     donor_state = donor.state_dict()
     target = model.state_dict()
     converted = _colour_to_gray(donor_state, donor, model)
@@ -884,9 +884,7 @@ def warm_start(model: torch.nn.Module, source: str | os.PathLike) -> str:
     if not taken:
         raise CheckpointError(f"{source}: no tensor matches this network; cannot warm-start")
     unused = sorted(set(donor_state) - set(target))
-    summary = f"warm start from {source}: {len(taken)} tensors taken"
-    if notes:
-        summary += f" ({'; '.join(notes)})"
+    summary = f"warm start from {source}: {len(taken)} tensors taken{widened}"
     if converted:
         summary += f" ({', '.join(sorted(converted))} converted from colour to gray)"
     if fresh:
