@@ -21,6 +21,21 @@ def test_models_lists_every_bundled_file():
     assert str(pretrained.FOLDER) in result.output.replace("\n", "")
 
 
+def test_models_quality_reads_as_a_grid_in_80_columns():
+    result = runner.invoke(app, ["models"], terminal_width=80)
+    assert result.exit_code == 0, result.output
+    assert max(len(line) for line in result.output.splitlines()) <= 80
+    lines = result.output.splitlines()
+    for entry in pretrained.registry():
+        for key, value in entry.quality.items():
+            data, _, measure = key.partition(" ")
+            # the measure's row holds the value, in the column headed by its set
+            row = next(line for line in lines if measure in line and f"{value:.2f}" in line)
+            header = next(line for line in lines if data in line and "measure" in line)
+            cell = row.index(f"{value:.2f}") + len(f"{value:.2f}")
+            assert header.index(data) + len(data) == cell, (key, row, header)
+
+
 def test_models_json_has_full_hashes_paths_and_status():
     result = runner.invoke(app, ["models", "--json", "-"])
     assert result.exit_code == 0, result.output
