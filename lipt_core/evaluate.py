@@ -428,7 +428,8 @@ def _plan(config: EvalConfig, restorer: EvalModel | None, *, model_pending: bool
     )
     if baseline is None and restorer is None:
         raise UsageError(
-            f"nothing to evaluate: pass --weights FILE, or --baseline {BASELINES[task]}"
+            "nothing to evaluate: pass --model lipt-tiny (its bundled weights), --weights FILE,"
+            f" or --baseline {BASELINES[task]}"
         )
     return _Plan(
         task, scale or 1, sigma, quality, config.seed, gray, config.gray_as_luma, baseline, restorer

@@ -89,7 +89,7 @@ def test_model_and_gain(images, tmp_path):
             ["--task", "sr", "--scale", "4", "--model", "lipt-small"],
             "no trained weights for sr x4 with lipt-small ship with lipt",
         ),
-        (["--task", "sr", "--scale", "4"], "nothing to evaluate"),
+        (["--task", "sr", "--scale", "4"], "nothing to evaluate: pass --model lipt-tiny"),
         (
             ["--task", "sr", "--scale", "4", "--baseline", "identity"],
             "baseline of --task sr is 'bicubic'",
