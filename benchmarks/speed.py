@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import random
 import time
 from pathlib import Path
@@ -24,20 +23,11 @@ from pathlib import Path
 import torch
 
 # Run as `python benchmarks/speed.py`: this folder is on sys.path.
+from bench_common import cpu_name, precision_list
 from published_lipt import build_published_lipt, deploy, published_config
 
 from lipt_core import create_model, reparameterize
 from lipt_core.bench import LatencyStats, parse_size
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:
@@ -49,7 +39,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--fold-published", action="store_true")
-    parser.add_argument("--precisions", default="fp32", help="comma-separated: fp32, bf16")
+    parser.add_argument(
+        "--precisions", type=precision_list, default="fp32", help="comma-separated: fp32, bf16"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -58,10 +50,7 @@ def main() -> None:
     width, height = parse_size(args.size)
     image = torch.rand(1, 3, height, width) * 255
 
-    precisions = args.precisions.split(",")
-    unknown = set(precisions) - {"fp32", "bf16"}
-    if unknown:
-        parser.error(f"unknown precision(s): {', '.join(sorted(unknown))}")
+    precisions = args.precisions
     contenders = {}
     labels = []
     for name in args.models.split(","):

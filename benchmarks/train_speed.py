@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 # Run as `python benchmarks/train_speed.py`: this folder is on sys.path.
+from bench_common import cpu_name, precision_list
 from published_lipt import build_published_lipt, deploy, published_config
 
 from lipt_core import create_model
@@ -61,14 +61,13 @@ def main() -> None:
         default="training",
         help="which form is trained (inference: plain convolutions, as configs/release/ do)",
     )
-    parser.add_argument("--precisions", default="fp32", help="comma-separated: fp32, bf16")
+    parser.add_argument(
+        "--precisions", type=precision_list, default="fp32", help="comma-separated: fp32, bf16"
+    )
     parser.add_argument("--flush-denormal", action="store_true")
     parser.add_argument("--fused-adam", action="store_true")
     args = parser.parse_args()
-    precisions = args.precisions.split(",")
-    unknown = set(precisions) - {"fp32", "bf16"}
-    if unknown:
-        parser.error(f"unknown precision(s): {', '.join(sorted(unknown))}")
+    precisions = args.precisions
     torch.set_flush_denormal(args.flush_denormal)
 
     torch.set_num_threads(args.threads)
@@ -137,7 +136,7 @@ def main() -> None:
             "fused_adam": args.fused_adam,
             "precisions": precisions,
             "torch": torch.__version__,
-            "cpu": platform.processor() or platform.machine(),
+            "cpu": cpu_name(),
         },
         "seconds_per_step": {k: statistics.median(v) for k, v in times.items()},
         "steps_per_second": {k: 1 / statistics.median(v) for k, v in times.items()},

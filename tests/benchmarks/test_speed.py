@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
+import pytest
+
 from helpers import load_benchmark
 
 speed = load_benchmark("speed")
@@ -24,3 +26,11 @@ def test_one_run_reports_both_sides(tmp_path, monkeypatch, capsys):
         assert len(row["samples_ms"]) == 1
         assert row["p10_ms"] == row["median_ms"] == row["p90_ms"] > 0
     assert "lipt-tiny fp32: ours is" in capsys.readouterr().out
+
+
+def test_an_unknown_precision_is_refused_by_name(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["speed.py", "--precisions", "fp32,fp64"])
+    with pytest.raises(SystemExit) as exit_info:
+        speed.main()
+    assert exit_info.value.code == 2
+    assert "unknown precision(s): fp64; valid: fp32, bf16" in capsys.readouterr().err
