@@ -5,6 +5,7 @@ process, interleaved run by run so that their ratio holds on a noisy machine.
     python benchmarks/speed.py                      # tiny and small, x4, 320x180 LR, 2 threads
     python benchmarks/speed.py --models lipt-tiny --runs 20 --json out.json
     python benchmarks/speed.py --precisions fp32,bf16   # also bf16 mixed precision, both sides
+    python benchmarks/speed.py --models lipt-tiny --compile   # also ours through torch.compile
 
 bf16 runs under CPU autocast, as `lipt sr --precision bf16` does (it needs a CPU with native bf16).
 
@@ -42,6 +43,9 @@ def main() -> None:
     parser.add_argument(
         "--precisions", type=precision_list, default="fp32", help="comma-separated: fp32, bf16"
     )
+    parser.add_argument(
+        "--compile", action="store_true", help="also ours through torch.compile (inductor)"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -60,12 +64,25 @@ def main() -> None:
         for precision in precisions:
             for side, model in (("ours", ours), ("published", theirs)):
                 contenders[f"{name} {precision} ({side})"] = (model, precision)
+            if args.compile:
+                contenders[f"{name} {precision} (ours, compiled)"] = (
+                    torch.compile(ours, dynamic=False),
+                    precision,
+                )
         labels.append(name)
 
     def run(label: str) -> None:
         model, precision = contenders[label]
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
             model(image)
+
+    compile_seconds = {}
+    with torch.inference_mode():
+        for label in contenders:
+            if label.endswith("compiled)"):  # compiling is the first call: kept out of the runs
+                start = time.perf_counter()
+                run(label)
+                compile_seconds[label] = time.perf_counter() - start
 
     times: dict[str, list[float]] = {label: [] for label in contenders}
     order = list(contenders)
@@ -85,7 +102,7 @@ def main() -> None:
         f"{cpu_name()}, {args.threads} threads, torch {torch.__version__}, x{args.scale}, "
         f"LR {width}x{height}, median of {args.runs} interleaved runs after {args.warmup} warm-up"
     )
-    print(f"{'model':33} {'median ms':>10} {'p10':>8} {'p90':>8}")
+    print(f"{'model':43} {'median ms':>10} {'p10':>8} {'p90':>8}")
     stats = {label: LatencyStats.of(samples) for label, samples in times.items()}
     for label, latency in stats.items():
         rows.append(
@@ -97,7 +114,7 @@ def main() -> None:
                 "samples_ms": list(latency.samples),
             }
         )
-        print(f"{label:33} {latency.median:10.1f} {latency.p10:8.1f} {latency.p90:8.1f}")
+        print(f"{label:43} {latency.median:10.1f} {latency.p10:8.1f} {latency.p90:8.1f}")
     fp32 = "fp32" if "fp32" in precisions else precisions[0]
     for name in labels:
         reference = stats[f"{name} {fp32} (published)"].median
@@ -109,6 +126,12 @@ def main() -> None:
             if precision != fp32:
                 line += f", {reference / ours:.2f}x faster than published {fp32}"
             print(line)
+            compiled = f"{name} {precision} (ours, compiled)"
+            if compiled in stats:
+                print(
+                    f"{name} {precision}: compiled is {ours / stats[compiled].median:.2f}x the"
+                    f" speed of eager (compiling took {compile_seconds[compiled]:.0f} s)"
+                )
     if args.json:
         args.json.write_text(
             json.dumps(

@@ -12,6 +12,7 @@ after the warm-up ones is reported.
     python benchmarks/train_speed.py --steps 20 --which ours --json out.json
     python benchmarks/train_speed.py --form inference
     python benchmarks/train_speed.py --form inference --which ours --precisions fp32,bf16
+    python benchmarks/train_speed.py --form inference --which ours --compile --scale 1
 
 bf16 runs the forward under CPU autocast, as `lipt train --set precision=bf16` does (it needs a
 CPU with native bf16); weights, gradients and the Adam state stay fp32.
@@ -20,6 +21,7 @@ CPU with native bf16); weights, gradients and the Adam state stay fp32.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import time
@@ -66,6 +68,9 @@ def main() -> None:
     )
     parser.add_argument("--flush-denormal", action="store_true")
     parser.add_argument("--fused-adam", action="store_true")
+    parser.add_argument(
+        "--compile", action="store_true", help="also ours through torch.compile (inductor)"
+    )
     args = parser.parse_args()
     precisions = args.precisions
     torch.set_flush_denormal(args.flush_denormal)
@@ -82,13 +87,15 @@ def main() -> None:
         ours = create_model(args.model, scale=args.scale, inference=True).train()
     if args.which in ("both", "ours"):
         models["ours"] = ours  # as lipt train: weights contiguous, activations channels-last
+        if args.compile:
+            models["ours compiled"] = torch.compile(copy.deepcopy(ours), dynamic=False)
     optimizers = {
         # ours as `lipt train` steps it (foreach Adam); the published code uses the default
         k: torch.optim.Adam(
             m.parameters(),
             lr=2e-4,
             fused=args.fused_adam or None,
-            foreach=(k == "ours" and not args.fused_adam) or None,
+            foreach=(k.startswith("ours") and not args.fused_adam) or None,
         )
         for k, m in models.items()
     }
@@ -101,6 +108,7 @@ def main() -> None:
         ),
         "published": (low, high),
     }
+    inputs["ours compiled"] = inputs["ours"]
 
     def step(name: str, precision: str) -> float:
         model, optimizer = models[name], optimizers[name]
@@ -116,6 +124,10 @@ def main() -> None:
 
     contenders = [(name, precision) for name in models for precision in precisions]
     times: dict[str, list[float]] = {_label(*c, precisions): [] for c in contenders}
+    compile_seconds = {}
+    for name, precision in contenders:
+        if name == "ours compiled":  # compiling is the first step: kept out of the timed ones
+            compile_seconds[precision] = step(name, precision)
     for i in range(args.warmup + args.steps):
         for name, precision in contenders:
             elapsed = step(name, precision)
@@ -134,6 +146,7 @@ def main() -> None:
             "data_loading": "excluded",
             "flush_denormal": args.flush_denormal,
             "fused_adam": args.fused_adam,
+            "compile_seconds": compile_seconds,
             "precisions": precisions,
             "torch": torch.__version__,
             "cpu": cpu_name(),
@@ -145,16 +158,26 @@ def main() -> None:
     for name, values in times.items():
         median = statistics.median(values)
         print(
-            f"{name:>9}: {median:.3f} s/step ({1 / median:.2f} steps/s), "
+            f"{name:>14}: {median:.3f} s/step ({1 / median:.2f} steps/s), "
             f"min {min(values):.3f}, max {max(values):.3f} over {len(values)} steps"
         )
-    if len(models) == 2:
+    if "ours" in models and "published" in models:
         result["speedup"] = {}
         for precision in precisions:
             ours = statistics.median(times[_label("ours", precision, precisions)])
             theirs = statistics.median(times[_label("published", precision, precisions)])
             print(f"  speedup {precision}: {theirs / ours:.2f}x")
             result["speedup"][precision] = theirs / ours
+    if "ours compiled" in models:
+        result["compile_speedup"] = {}
+        for precision in precisions:
+            eager = statistics.median(times[_label("ours", precision, precisions)])
+            compiled = statistics.median(times[_label("ours compiled", precision, precisions)])
+            print(
+                f"  compiled {precision}: {eager / compiled:.2f}x the speed of eager"
+                f" (compiling took {compile_seconds[precision]:.0f} s)"
+            )
+            result["compile_speedup"][precision] = eager / compiled
     if len(precisions) > 1:
         result["precision_speedup"] = {}
         for name in models:

@@ -92,6 +92,10 @@ class TrainConfig:
     output: str = "runs/lipt"
     device: str = "auto"
     precision: str = "auto"
+    # torch.compile the training forward and backward (inductor; needs a C++ compiler on the
+    # CPU): 1.10-1.12x per bf16 step on this project's 2-core CPU after 20-35 s of compiling
+    # (benchmarks/train_speed.py --compile). Validation and checkpoints use the plain module.
+    compile: bool = False
 
     def __post_init__(self) -> None:
         self.validate()
@@ -664,6 +668,9 @@ def train(
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
+    if config.compile:
+        # Every batch has one shape: a static graph, compiled at the first step.
+        net = torch.compile(net, dynamic=False)
 
     if dist_info.main:
         output.mkdir(parents=True, exist_ok=True)

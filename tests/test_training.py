@@ -262,6 +262,20 @@ def test_bf16_on_the_cpu_trains(tmp_path, monkeypatch):
     assert all(p.dtype == torch.float32 for p in result.model.parameters())
 
 
+@pytest.mark.slow  # inductor compiles C++ (a compiler and about a minute)
+def test_compiled_training_matches_eager_and_saves_plain_keys(tmp_path):
+    eager = train(tiny_config(tmp_path, form="inference", output=str(tmp_path / "eager")))
+    compiled = train(
+        tiny_config(tmp_path, form="inference", compile=True, output=str(tmp_path / "compiled"))
+    )
+    np.testing.assert_allclose(compiled.losses, eager.losses, rtol=1e-3)
+    contents, _ = read_tensors(tmp_path / "compiled" / "last.pt")
+    assert not any("_orig_mod" in key for key in contents["state_dict"])
+    assert "compile = true" in (tmp_path / "compiled" / "config.toml").read_text()
+    model, _ = load_checkpoint(tmp_path / "compiled" / "last.pt")
+    assert model.form == "inference"
+
+
 @pytest.mark.parametrize(
     ("precision", "native", "problem"),
     [("bf16", False, "would be emulated"), ("fp16", True, "needs a CUDA device")],

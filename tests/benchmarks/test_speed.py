@@ -34,3 +34,14 @@ def test_an_unknown_precision_is_refused_by_name(monkeypatch, capsys):
         speed.main()
     assert exit_info.value.code == 2
     assert "unknown precision(s): fp64; valid: fp32, bf16" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # inductor compiles C++ (a compiler and about a minute)
+def test_compile_adds_ours_compiled_and_its_speed_ratio(tmp_path, monkeypatch, capsys):
+    report = tmp_path / "speed.json"
+    argv = ["speed.py", "--models", "lipt-tiny", "--size", "16x8", "--runs", "1", "--warmup", "0"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--threads", "1", "--compile", "--json", str(report)])
+    speed.main()
+    rows = json.loads(report.read_text())["rows"]
+    assert "lipt-tiny fp32 (ours, compiled)" in [row["model"] for row in rows]
+    assert "compiled is" in capsys.readouterr().out

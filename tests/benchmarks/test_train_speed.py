@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
+import pytest
+
 from helpers import load_benchmark
 
 train_speed = load_benchmark("train_speed")
@@ -34,3 +36,11 @@ def test_one_precision_keeps_the_plain_labels(tmp_path, monkeypatch):
     assert set(result["all_times"]) == {"ours", "published"}
     assert set(result["speedup"]) == {"fp32"}
     assert "precision_speedup" not in result
+
+
+@pytest.mark.slow  # inductor compiles C++ (a compiler and about a minute)
+def test_compile_times_ours_compiled_beside_eager(tmp_path, monkeypatch, capsys):
+    result = _run(tmp_path, monkeypatch, "--which", "ours", "--form", "inference", "--compile")
+    assert set(result["all_times"]) == {"ours", "ours compiled"}
+    assert set(result["compile_speedup"]) == {"fp32"} and "speedup" not in result
+    assert "compiled fp32:" in capsys.readouterr().out
