@@ -549,6 +549,19 @@ def _pick_device(config: TrainConfig, dist_info: _Dist) -> torch.device:
     return torch.device(name)
 
 
+@contextlib.contextmanager
+def _compile_errors() -> Iterator[None]:
+    """A torch.compile failure (no C++ compiler, an unsupported operation) as one clear line."""
+    try:
+        yield
+    except torch._dynamo.exc.TorchDynamoException as error:
+        cause = getattr(error, "inner_exception", None) or error  # the backend's own error
+        reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        raise UsageError(
+            f"compile = true: torch.compile failed ({reason}); train without it"
+        ) from None
+
+
 def _autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
     """The autocast dtype, None for fp32. As for restoring (bf16 on a CPU only where it is native,
     fp16 only on CUDA), except that auto trains in fp16 with loss scaling on CUDA without bf16."""
@@ -737,10 +750,11 @@ def train(
             lr = learning_rate(config, step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                loss = F.l1_loss(net(low).float(), high)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            with _compile_errors():  # compile = true compiles in the first forward and backward
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    loss = F.l1_loss(net(low).float(), high)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
             if ema is not None:

@@ -276,6 +276,19 @@ def test_compiled_training_matches_eager_and_saves_plain_keys(tmp_path):
     assert model.form == "inference"
 
 
+def test_a_compile_failure_is_one_clear_error(tmp_path, monkeypatch):
+    # As where no C++ compiler is installed: the failure surfaces at the first step.
+    def failing_backend(graph, example_inputs):
+        raise RuntimeError("no C++ compiler found")
+
+    original = torch.compile
+    monkeypatch.setattr(
+        torch, "compile", lambda model, **kwargs: original(model, backend=failing_backend)
+    )
+    with pytest.raises(UsageError, match=r"compile = true: torch.compile failed \(.*no C\+\+"):
+        train(tiny_config(tmp_path, form="inference", compile=True))
+
+
 @pytest.mark.parametrize(
     ("precision", "native", "problem"),
     [("bf16", False, "would be emulated"), ("fp16", True, "needs a CUDA device")],
