@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import sys
-import time
 
 import pytest
 from typer.testing import CliRunner
@@ -22,13 +21,8 @@ def run(*args):
 
 def test_tiny_cpu_run_writes_json_and_csv(tmp_path):
     json_path, csv_path = tmp_path / "bench.json", tmp_path / "bench.csv"
-    start = time.perf_counter()
     result = run("bench", "--model", "lipt-tiny", *SMALL, "--json", json_path, "--csv", csv_path)
-    elapsed = time.perf_counter() - start
     assert result.exit_code == 0, result.output
-    # Typically a second or two; the bound only catches a run that measures far more than asked
-    # (timings are not asserted on: the machine is shared).
-    assert elapsed < 180
     text = " ".join(result.output.split())  # titles and captions wrap with the table's width
     assert "lipt bench: x2, input 16x16 -> output 32x32, cpu" in text
     assert "1 thread, fp32" in text
@@ -79,13 +73,17 @@ def test_unknown_model_lists_valid_ones():
         (("--json", "/no/such/folder/b.json"), "does not exist"),
     ],
 )
-def test_usage_errors_fail_cleanly_before_measuring(args, message):
-    start = time.perf_counter()
+def test_usage_errors_fail_cleanly_before_measuring(args, message, monkeypatch):
+    import lipt_core.bench
+
+    def no_model_may_be_built(*_args, **_kwargs):
+        raise AssertionError("a model was built before the usage error")
+
+    monkeypatch.setattr(lipt_core.bench, "_build", no_model_may_be_built)
     result = run("bench", "--model", "lipt-tiny", *args)
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert "Traceback" not in result.output
-    assert time.perf_counter() - start < 30  # nothing was measured
 
 
 def test_plot_without_matplotlib_is_a_clean_error(monkeypatch, tmp_path):
