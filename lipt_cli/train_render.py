@@ -117,7 +117,10 @@ def render_result(result, config) -> None:
             f"`lipt convert {result.last_checkpoint} model.safetensors`"
         )
     if result.interrupted:
-        console.print(f"interrupted: resume with `lipt train --output {config.output} --resume`")
+        console.print(
+            f"interrupted at step {result.step}: resume with "
+            f"`lipt train --output {config.output} --resume`"
+        )
 
 
 __all__ = ["UsageError", "render_result", "resolve_config", "train_with_progress"]
