@@ -240,26 +240,26 @@ def test_pipeline_overlaps_io_with_the_model(tmp_path, monkeypatch):
             if 0 <= other_index < count and not started[other][other_index].wait(timeout=5):
                 timed_out.append(f"{stage} {index} never saw {other} {other_index}")
 
-    def read_image(path, **kwargs):
+    def paced_read(path, **kwargs):
         index = int(Path(path).stem)
         meet("read", index, [("model", index - 1)])
         image = real_read(path, **kwargs)
         index_of[id(image)] = index
         return image
 
-    def write_image(image, path, **kwargs):
+    def paced_write(image, path, **kwargs):
         index = int(Path(path).stem.split("_")[0])
         meet("write", index, [("model", index + 1)])
         return real_write(image, path, **kwargs)
 
-    def restore(image, **kwargs):
+    def paced_restore(image, **kwargs):
         index = index_of[id(image)]
         meet("model", index, [("read", index + 1), ("write", index - 1)])
         return real_restore(image, **kwargs)
 
-    monkeypatch.setattr(imageio, "read_image", read_image)
-    monkeypatch.setattr(imageio, "write_image", write_image)
-    monkeypatch.setattr(restorer, "restore", restore)
+    monkeypatch.setattr(imageio, "read_image", paced_read)
+    monkeypatch.setattr(imageio, "write_image", paced_write)
+    monkeypatch.setattr(restorer, "restore", paced_restore)
     report = restore_files(RestoreRequest(task="sr", inputs=[folder]), restorer=restorer)
     assert report.count("ok") == count
     assert timed_out == []
