@@ -37,6 +37,9 @@ from lipt_core.restore import PRECISIONS, TASKS
 
 FORMS = ("training", "inference")
 SCHEDULES = ("cosine", "multistep", "constant")
+# Pixel losses. L1 trains faster from scratch; PSNR is a mean squared error, so fine-tuning a
+# converged model with L2 aims the last steps at the metric the model card reports.
+LOSSES = {"l1": F.l1_loss, "l2": F.mse_loss}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 CHECKPOINT_FORMAT = "lipt-train"
 
@@ -80,6 +83,7 @@ class TrainConfig:
     quality_range: list[int] = field(default_factory=lambda: [10, 90])
     # JPEG qualities drawn as `degradations.sample_quality` does: 1 uniform, > 1 favours the low.
     quality_power: float = 1.0
+    loss: str = "l1"
     val_dir: str = ""
     val_every: int = 5000
     val_sigma: float = 25.0
@@ -110,6 +114,8 @@ class TrainConfig:
             problems.append(f"form must be one of {', '.join(FORMS)}, got {self.form!r}")
         if self.schedule not in SCHEDULES:
             problems.append(f"schedule must be one of {', '.join(SCHEDULES)}")
+        if self.loss not in LOSSES:
+            problems.append(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if self.precision not in PRECISIONS:
             problems.append(f"precision must be one of {', '.join(PRECISIONS)}")
         for name in ("patch_size", "batch_size", "steps", "checkpoint_every", "log_every"):
@@ -732,6 +738,7 @@ def train(
         return path
 
     losses: list[float] = []
+    pixel_loss = LOSSES[config.loss]
     step = start_step
     last_path: Path | None = None
     stop_at = config.steps
@@ -752,7 +759,7 @@ def train(
                 group["lr"] = lr
             with _compile_errors():  # compile = true compiles in the first forward and backward
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    loss = F.l1_loss(net(low).float(), high)
+                    loss = pixel_loss(net(low).float(), high)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
             scaler.step(optimizer)

@@ -115,6 +115,22 @@ def test_training_lowers_the_loss(tmp_path):
     assert (Path(config.output) / "last.pt").exists()
 
 
+def test_l2_loss_is_the_squared_error_of_the_same_first_batch(tmp_path):
+    """Same seed, same init, same first batch: the first reported losses are mean |e| and
+    mean e^2 of one error e on 0..255 pixels, so mean|e|^2 <= mean e^2 (Jensen); and L2 trains."""
+    l1 = train(tiny_config(tmp_path, steps=1, output=str(tmp_path / "l1"))).losses[0]
+    l2_run = train(
+        tiny_config(
+            tmp_path, steps=40, loss="l2", lr=3e-3, ema_decay=0.0, output=str(tmp_path / "l2")
+        )
+    )
+    assert l1**2 <= l2_run.losses[0]
+    assert l2_run.losses[0] > 10 * l1  # a squared error of tens of grey levels, not the L1
+    assert np.mean(l2_run.losses[-5:]) < 0.5 * np.mean(l2_run.losses[:5])
+    with pytest.raises(UsageError, match="loss must be one of l1, l2"):
+        tiny_config(tmp_path, loss="charbonnier")
+
+
 def test_checkpoint_resume_equals_straight_run_and_converts(tmp_path):
     straight = tiny_config(tmp_path, output=str(tmp_path / "straight"))
     full = train(straight)
