@@ -53,12 +53,13 @@ def read_reference(path: Path) -> tuple[dict, torch.Tensor, torch.Tensor, dict]:
     return state, tensors["input"], tensors["output"], config
 
 
-def load_benchmark(stem: str) -> ModuleType:
-    """A script of `benchmarks/` (not a package), imported once as a module. Its folder is on
-    sys.path while it loads, as when it is run, so it can import its sibling scripts."""
-    name = f"_lipt_benchmarks_{stem}"
+def load_benchmark(stem: str, *, folder_name: str = "benchmarks") -> ModuleType:
+    """A script of `benchmarks/` (or another folder of scripts, not a package, such as `tools/`),
+    imported once as a module. Its folder is on sys.path while it loads, as when it is run, so it
+    can import its sibling scripts."""
+    name = f"_lipt_{folder_name}_{stem}"
     if name not in sys.modules:
-        folder = REPO_ROOT / "benchmarks"
+        folder = REPO_ROOT / folder_name
         spec = importlib.util.spec_from_file_location(name, folder / f"{stem}.py")
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module

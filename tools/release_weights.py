@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,10 +67,10 @@ def _read_json(path: Path, default: object) -> object:
     return json.loads(path.read_text()) if path.exists() else default
 
 
-def export(release: Release) -> dict:
-    """Fold and write the release's safetensors; its registry entry without scores."""
+def export(release: Release, path: Path) -> dict:
+    """Fold the release's `last.pt` into safetensors at `path`; the registry entry of the
+    shipped file (`<name>.safetensors`), without scores."""
     from lipt_core.checkpoint import load_checkpoint, read_tensors, save_model
-    from lipt_core.pretrained import FOLDER
     from lipt_core.reparam import reparameterize
     from lipt_core.weights import sha256_of
 
@@ -94,7 +95,6 @@ def export(release: Release) -> dict:
         f"config: configs/release/{release.run}.toml"
         + (f"; warm start: {Path(train['init_from']).parent.name}" if train["init_from"] else "")
     )
-    path = FOLDER / f"{release.name}.safetensors"
     save_model(
         model,
         path,
@@ -112,7 +112,7 @@ def export(release: Release) -> dict:
         "model": train["model"],
         "scale": config.scale,
         "colors": config.colors,
-        "file": path.name,
+        "file": f"{release.name}.safetensors",
         "sha256": sha256_of(path),
         "size": path.stat().st_size,
         "condition": condition,
@@ -153,12 +153,12 @@ def _same_tensors(old: dict, new: dict) -> bool:
     return bool(old) and old.keys() == new.keys() and all(torch.equal(old[k], new[k]) for k in old)
 
 
-def evaluate_release(entry: dict) -> tuple[dict[str, float], list[dict]]:
-    """Scores under the published protocols: (registry's PSNR summary, full rows)."""
+def evaluate_release(entry: dict, path: Path) -> tuple[dict[str, float], list[dict]]:
+    """Scores of the weights at `path` under the published protocols: (registry's PSNR summary,
+    full rows)."""
     from lipt_core.evaluate import EvalConfig, evaluate, load_model
-    from lipt_core.pretrained import FOLDER
 
-    model = load_model(FOLDER / entry["file"], model=entry["model"])
+    model = load_model(path, model=entry["model"])
     summary, rows = {}, []
 
     def run(label: str, data: str, *, summarize: bool = True, **settings) -> None:
@@ -313,19 +313,26 @@ def main() -> None:
         return
     releases = [r for r in RELEASES if not args.only or r.name in args.only]
     for release in releases:
-        previous = _tensors(FOLDER / f"{release.name}.safetensors") if args.no_eval else {}
-        entry = export(release)
-        if not args.no_eval:
-            entry["quality"], results[release.name] = evaluate_release(entry)
-        # Re-read: several releases may be evaluated by parallel processes.
-        entries = {e["name"]: e for e in _read_json(REGISTRY_FILE, [])}
-        # Scores carry over only to the very same weights (new metadata alone is fine).
-        if (
-            args.no_eval
-            and release.name in entries
-            and _same_tensors(previous, _tensors(FOLDER / entry["file"]))
-        ):
-            entry["quality"] = entries[release.name]["quality"]
+        shipped = FOLDER / f"{release.name}.safetensors"
+        # The new weights replace the shipped ones only once scored: a release stopped or failing
+        # midway leaves the shipped file matching its registry entry (a SHA-256 checked on load).
+        staged = shipped.with_name(f".{shipped.name}.staged")
+        try:
+            entry = export(release, staged)
+            if not args.no_eval:
+                entry["quality"], results[release.name] = evaluate_release(entry, staged)
+            # Re-read: several releases may be evaluated by parallel processes.
+            entries = {e["name"]: e for e in _read_json(REGISTRY_FILE, [])}
+            # Scores carry over only to the very same weights (new metadata alone is fine).
+            if (
+                args.no_eval
+                and release.name in entries
+                and _same_tensors(_tensors(shipped), _tensors(staged))
+            ):
+                entry["quality"] = entries[release.name]["quality"]
+            os.replace(staged, shipped)
+        finally:
+            staged.unlink(missing_ok=True)
         entries[release.name] = entry
         order = [r.name for r in RELEASES]
         _atomic_json(REGISTRY_FILE, sorted(entries.values(), key=lambda e: order.index(e["name"])))
