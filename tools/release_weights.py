@@ -45,6 +45,11 @@ class Release:
     run: str  # training-runs/<run>: last.pt and config.toml
     earlier: tuple[Stage, ...] = ()  # the stages before the last run's batch settings
 
+    @property
+    def file(self) -> str:
+        """The shipped file's name in `lipt_core/pretrained/`."""
+        return f"{self.name}.safetensors"
+
 
 RELEASES = (
     Release("lipt-tiny-sr-x2", "sr_x2", (Stage(2400, 16, 48),)),
@@ -69,7 +74,7 @@ def _read_json(path: Path, default: object) -> object:
 
 def export(release: Release, path: Path) -> dict:
     """Fold the release's `last.pt` into safetensors at `path`; the registry entry of the
-    shipped file (`<name>.safetensors`), without scores."""
+    shipped file (`release.file`), without scores."""
     from lipt_core.checkpoint import load_checkpoint, read_tensors, save_model
     from lipt_core.reparam import reparameterize
     from lipt_core.weights import sha256_of
@@ -112,7 +117,7 @@ def export(release: Release, path: Path) -> dict:
         "model": train["model"],
         "scale": config.scale,
         "colors": config.colors,
-        "file": f"{release.name}.safetensors",
+        "file": release.file,
         "sha256": sha256_of(path),
         "size": path.stat().st_size,
         "condition": condition,
@@ -313,7 +318,7 @@ def main() -> None:
         return
     releases = [r for r in RELEASES if not args.only or r.name in args.only]
     for release in releases:
-        shipped = FOLDER / f"{release.name}.safetensors"
+        shipped = FOLDER / release.file
         # The new weights replace the shipped ones only once scored: a release stopped or failing
         # midway leaves the shipped file matching its registry entry (a SHA-256 checked on load).
         staged = shipped.with_name(f".{shipped.name}.staged")
