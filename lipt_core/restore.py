@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 import os
+import platform
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -147,10 +148,21 @@ def _mps_available() -> bool:
 
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX), which is where oneDNN's
-    bf16 convolutions run about twice as fast as fp32 ones; elsewhere bf16 is emulated, slower."""
-    check = getattr(getattr(torch.ops, "mkldnn", None), "_is_mkldnn_bf16_supported", None)
+    bf16 convolutions run about twice as fast as fp32 ones; elsewhere bf16 is emulated, slower.
+
+    On x86 this asks for the instructions themselves: oneDNN's own check
+    (``torch.ops.mkldnn._is_mkldnn_bf16_supported``) also says yes on plain AVX-512, where a bf16
+    training step measured 2.4x slower than fp32. Elsewhere (ARM) oneDNN's check is the native one.
+    """
+    if platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86"):
+        checks = [
+            getattr(torch.cpu, name, None)
+            for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        ]
+    else:
+        checks = [getattr(getattr(torch.ops, "mkldnn", None), "_is_mkldnn_bf16_supported", None)]
     try:
-        return bool(check()) if check is not None else False
+        return any(bool(check()) for check in checks if check is not None)
     except RuntimeError:
         return False
 

@@ -136,6 +136,31 @@ def test_devices_and_precisions():
         resolve_precision("fp8", cpu)
 
 
+@pytest.mark.parametrize(
+    ("machine", "avx512_bf16", "amx", "onednn", "native"),
+    [
+        # oneDNN says yes on any AVX-512 x86 CPU, where bf16 is emulated: it must not decide there.
+        ("x86_64", False, False, True, False),
+        ("x86_64", True, False, True, True),
+        ("AMD64", False, True, True, True),
+        ("aarch64", False, False, True, True),
+        ("aarch64", False, False, False, False),
+    ],
+)
+def test_native_bf16_on_x86_needs_avx512_bf16_or_amx(
+    monkeypatch, machine, avx512_bf16, amx, onednn, native
+):
+    monkeypatch.setattr("lipt_core.restore.platform.machine", lambda: machine)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    onednn_ops = torch.ops.mkldnn
+    monkeypatch.setattr(onednn_ops, "_is_mkldnn_bf16_supported", lambda: onednn, raising=False)
+    assert cpu_has_native_bf16() is native
+    if not native:
+        with pytest.raises(UsageError, match="would be emulated"):
+            resolve_precision("bf16", torch.device("cpu"))
+
+
 @pytest.mark.skipif(not cpu_has_native_bf16(), reason="this CPU has no native bf16")
 def test_cpu_bf16_is_mixed_precision_close_to_fp32():
     image = _image()
