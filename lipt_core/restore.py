@@ -26,7 +26,9 @@ What it takes care of:
   a warning.
 * **Self-ensemble.** ``ensemble=True`` restores each tile in its 8 flips and rotations and
   averages the 8 results, turned back (:func:`dihedral_average`): 8 times the compute for a
-  cleaner result, the "+" of the EDSR and SwinIR papers.
+  cleaner result, the "+" of the EDSR and SwinIR papers. For JPEG artifact removal each tile is
+  first extended to whole 16-pixel blocks, so that every orientation keeps the JPEG grid where
+  the network learnt it.
 * **Metadata.** Bit depth, gray/colour, ICC profile and EXIF travel to the output image.
 """
 
@@ -72,7 +74,11 @@ Warn = Callable[[str], None]
 TileCallback = Callable[[int, int], None]
 
 
-def dihedral_average(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+JPEG_GRID = 16
+"""JPEG's coding grid in pixels: 8x8 luma blocks, 16x16 for 4:2:0 chroma (a multiple of both)."""
+
+
+def dihedral_average(fn: Callable[[Tensor], Tensor], x: Tensor, *, align: int = 1) -> Tensor:
     """The mean of ``fn`` over the 8 flips and 90-degree rotations of ``x``, each turned back.
 
     Args:
@@ -80,11 +86,21 @@ def dihedral_average(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
             equivariant in layout: what ``fn`` does to a rotated image, rotated back, is another
             estimate of ``fn(x)``, as for any image restoration network.
         x: (N, C, H, W).
+        align: first extend the bottom and right edges (replicated) to multiples of this, so
+            that a grid of ``align``-pixel blocks anchored at the top-left corner maps onto
+            itself under every flip and rotation. JPEG artifact removal needs it
+            (:data:`JPEG_GRID`): its network was trained with the 8x8 blocks starting at the
+            top-left corner, and flipping a side that is not a multiple of 8 would move them.
+            The encoder extends partial blocks the same way. The result is cropped back.
 
     Returns:
         (N, C', H*s, W*s) float32: the average of the 8 estimates. They run one after another,
         so the peak memory is that of one ``fn`` call plus the running sum.
     """
+    height, width = x.shape[-2:]
+    pad_bottom, pad_right = -height % align, -width % align
+    if pad_bottom or pad_right:
+        x = torch.nn.functional.pad(x, (0, pad_right, 0, pad_bottom), mode="replicate")
     total: Tensor | None = None
     for flip in (False, True):
         flipped = x.flip(-1) if flip else x
@@ -94,7 +110,8 @@ def dihedral_average(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
             y = y.flip(-1) if flip else y
             total = y.float() if total is None else total.add_(y)
     assert total is not None
-    return total.div_(8.0)
+    scale = total.shape[-1] // x.shape[-1]
+    return total[..., : height * scale, : width * scale].div_(8.0)
 
 
 class OutOfMemory(LiptError):
@@ -610,7 +627,9 @@ class Restorer:
                 with torch.autocast(device_type=self.device.type, dtype=dtype):
                     return self.model(tile)
 
-        return dihedral_average(network, x) if self.ensemble else network(x)
+        if not self.ensemble:
+            return network(x)
+        return dihedral_average(network, x, align=JPEG_GRID if self.info.task == "car" else 1)
 
     def restore_tensor(
         self,

@@ -11,6 +11,7 @@ from lipt_core import create_model
 from lipt_core.errors import UsageError
 from lipt_core.imageio import Image
 from lipt_core.restore import (
+    JPEG_GRID,
     NonFiniteOutput,
     OutOfMemory,
     Restorer,
@@ -190,6 +191,26 @@ def test_dihedral_average_turns_each_estimate_back():
     assert torch.allclose(average, x + 2.5, atol=1e-6)
 
 
+def test_dihedral_average_keeps_a_block_grid_in_place():
+    x = torch.rand(1, 1, 6, 7)
+
+    def mark_block_edges(t):
+        # responds to the first and last row and column of each 4-px block from the top-left,
+        # as a JPEG network responds to its 8x8 block edges
+        def edge(size):
+            index = torch.arange(size) % 4
+            return ((index == 0) | (index == 3)).to(t.dtype)
+
+        return t + edge(t.shape[-2])[:, None] + edge(t.shape[-1])[None, :]
+
+    expected = mark_block_edges(x)
+    aligned = dihedral_average(mark_block_edges, x, align=4)
+    assert aligned.shape == x.shape
+    assert torch.allclose(aligned, expected, atol=1e-6)
+    # without the alignment, flipping 6 rows and 7 columns moves the edges
+    assert (dihedral_average(mark_block_edges, x) - expected).abs().max() > 0.2
+
+
 def test_ensemble_averages_the_model_over_flips_and_rotations():
     model = tiny_model(scale=2)
     image = _image(h=24, w=40)
@@ -206,6 +227,19 @@ def test_ensemble_averages_the_model_over_flips_and_rotations():
     # tiled: each tile averaged, then blended as without the ensemble
     tiled = Restorer(model, tile=16, tile_overlap=8, ensemble=True).restore(image).pixels
     assert np.abs(tiled - averaged).max() < 0.05
+
+
+def test_car_ensemble_keeps_the_jpeg_grid():
+    model = tiny_model(scale=1)
+    image = _image(h=20, w=30)  # neither side a multiple of 16
+    averaged = Restorer(model, task="car", tile=0, ensemble=True).restore(image).pixels
+    x = torch.from_numpy(image.pixels).permute(2, 0, 1)[None] * 255
+    with torch.inference_mode():
+        aligned = dihedral_average(model, x, align=JPEG_GRID)
+        unaligned = dihedral_average(model, x)
+    as_image = lambda t: t.div(255).clamp(0, 1)[0].permute(1, 2, 0).numpy()  # noqa: E731
+    assert np.allclose(averaged, as_image(aligned), atol=1e-5)
+    assert np.abs(averaged - as_image(unaligned)).mean() > 1e-4
 
 
 def test_tile_options_are_validated():
