@@ -400,13 +400,16 @@ OutputOpt = Annotated[
 ]
 FormatOpt = Annotated[
     OutputFormat | None,
-    typer.Option(help="Output format.", show_default="the input's; PNG if it cannot be written"),
+    typer.Option(
+        help="Output format.",
+        show_default="-o FILE's; else the input's, PNG if it cannot be written",
+    ),
 ]
 CarFormatOpt = Annotated[
     OutputFormat | None,
     typer.Option(
         help="Output format (JPEG again would put compression artifacts back).",
-        show_default="PNG",
+        show_default="-o FILE's; else PNG",
     ),
 ]
 RecursiveOpt = Annotated[

@@ -18,9 +18,9 @@
    mirrors each input's path relative to its folder argument (sub-folders with ``recursive``);
    by default beside the input. Names are ``NAME_x4.EXT`` (sr), ``NAME_denoised.EXT`` and
    ``NAME_car.EXT``, in the input's format when it can be written (PNG otherwise; always PNG
-   for car, see `TASK_DEFAULT_FORMATS`) unless a format is given. Refused before any work: two
-   inputs with the same output, an output that is an input, and an existing output unless
-   ``existing`` is ``skip`` or ``overwrite``.
+   for car, see `TASK_DEFAULT_FORMATS`) unless a format is given (``-o FILE``'s extension is
+   one). Refused before any work: two inputs with the same output, an output that is an input,
+   and an existing output unless ``existing`` is ``skip`` or ``overwrite``.
 5. **The pipeline.** A reader thread decodes the next image and a writer thread encodes the
    previous result while the model runs in the calling thread. A file that cannot be read,
    restored or written becomes a failed result and the rest go on. On KeyboardInterrupt the
@@ -606,15 +606,21 @@ def restore_files(
     start = time.perf_counter()
     callbacks = callbacks or BatchCallbacks()
     validate_request(request)
-    fmt = output_format(request.task, request.format)
+    output = Path(request.output).expanduser() if request.output is not None else None
+    named_file = output is not None and output_is_file(output)
+    # A file named with -o says its format; only an explicit --format can contradict it.
+    fmt = (
+        normalise_format(request.format)
+        if named_file
+        else output_format(request.task, request.format)
+    )
     shard = parse_shard(request.shard)
     if restorer is None:  # before looking at any file: a missing model is said first
         restorer = build_restorer(request, callbacks)
     info = restorer.info
     suffix = output_suffix(request.task, info.scale)
 
-    output = Path(request.output).expanduser() if request.output is not None else None
-    exclude = [output] if output is not None and not output_is_file(output) else []
+    exclude = [output] if output is not None and not named_file else []
     found = expand_inputs(request.inputs, recursive=request.recursive, exclude=exclude)
     items = found.items
     ignored = list(found.ignored)

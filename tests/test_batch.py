@@ -211,6 +211,31 @@ def test_gray_images_go_to_the_gray_companion(tmp_path):
         colour.attach_gray(Restorer(tiny_model(scale=2, colors=1), task="sr"))
 
 
+def test_an_output_file_names_its_format_even_for_car(tmp_path):
+    """car writes PNG by default, but ``-o FILE.jpg`` without --format is a JPEG."""
+    source = tmp_path / "scan.jpg"
+    PILImage.fromarray(u8(16, 24)).save(source, quality=30)
+    restorer = Restorer(tiny_model(scale=1), task="car")
+
+    def run(**options):
+        request = RestoreRequest(task="car", inputs=[source], **options)
+        return restore_files(request, restorer=restorer)
+
+    assert run(output=tmp_path / "clean.jpg").exit_code == 0
+    with PILImage.open(tmp_path / "clean.jpg") as written:
+        assert written.format == "JPEG"
+    assert run(output=tmp_path / "clean.webp").exit_code == 0
+    with PILImage.open(tmp_path / "clean.webp") as written:
+        assert written.format == "WEBP"
+    run()  # beside the input, car's default format
+    with PILImage.open(tmp_path / "scan_car.png") as written:
+        assert written.format == "PNG"
+    with pytest.raises(UsageError, match="does not match --format png"):
+        run(output=tmp_path / "other.jpg", format="png")
+    with pytest.raises(UsageError, match="would overwrite an input"):
+        run(output=source)
+
+
 def test_pipeline_overlaps_io_with_the_model(tmp_path, monkeypatch):
     """Reading image k+1 and writing image k-1 happen while the model runs image k.
 
