@@ -266,10 +266,13 @@ def normalise_format(format: str | None) -> str | None:
     return name
 
 
-def output_format(task: str, format: str | None) -> str | None:
-    """The format results are written in: the one asked for, else the task's default, else None
-    (each input's own where it can be written)."""
-    return normalise_format(format) or TASK_DEFAULT_FORMATS.get(task)
+def output_format(task: str, format: str | None, output: Path | None = None) -> str | None:
+    """The format results are written in: the one asked for, else None where ``output`` names a
+    file (its extension decides), else the task's default, else None (each input's own where it
+    can be written)."""
+    if format is not None or (output is not None and output_is_file(output)):
+        return normalise_format(format)
+    return TASK_DEFAULT_FORMATS.get(task)
 
 
 def output_suffix(task: str, scale: int) -> str:
@@ -607,20 +610,14 @@ def restore_files(
     callbacks = callbacks or BatchCallbacks()
     validate_request(request)
     output = Path(request.output).expanduser() if request.output is not None else None
-    named_file = output is not None and output_is_file(output)
-    # A file named with -o says its format; only an explicit --format can contradict it.
-    fmt = (
-        normalise_format(request.format)
-        if named_file
-        else output_format(request.task, request.format)
-    )
+    fmt = output_format(request.task, request.format, output)
     shard = parse_shard(request.shard)
     if restorer is None:  # before looking at any file: a missing model is said first
         restorer = build_restorer(request, callbacks)
     info = restorer.info
     suffix = output_suffix(request.task, info.scale)
 
-    exclude = [output] if output is not None and not named_file else []
+    exclude = [output] if output is not None and not output_is_file(output) else []
     found = expand_inputs(request.inputs, recursive=request.recursive, exclude=exclude)
     items = found.items
     ignored = list(found.ignored)
