@@ -52,7 +52,7 @@ class Release:
 
 
 RELEASES = (
-    Release("lipt-tiny-sr-x2", "sr_x2", (Stage(2400, 16, 48),)),
+    Release("lipt-tiny-sr-x2", "sr_x2", (Stage(2400, 16, 48), Stage(31000, 9, 64))),
     Release("lipt-tiny-sr-x3", "sr_x3", (Stage(2100, 16, 48),)),
     Release("lipt-tiny-sr-x4", "sr_x4", (Stage(11000, 16, 48),)),
     Release("lipt-tiny-denoise", "denoise"),
