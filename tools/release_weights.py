@@ -55,7 +55,7 @@ RELEASES = (
     Release("lipt-tiny-sr-x2", "sr_x2", (Stage(2400, 16, 48), Stage(31000, 9, 64))),
     Release("lipt-tiny-sr-x3", "sr_x3", (Stage(2100, 16, 48),)),
     Release("lipt-tiny-sr-x4", "sr_x4", (Stage(11000, 16, 48),)),
-    Release("lipt-tiny-denoise", "denoise"),
+    Release("lipt-tiny-denoise", "denoise", (Stage(23000, 16, 48),)),
     Release("lipt-tiny-car", "car", (Stage(10000, 16, 48),)),
     Release("lipt-tiny-car-gray", "car_gray", (Stage(19393, 16, 48),)),
 )
